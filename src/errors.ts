@@ -1,0 +1,61 @@
+/**
+ * The three kinds of failure corral distinguishes. Only src/cli maps them to exit codes.
+ * - ConfigError: the operator's input is wrong; retrying will not help. Carries every problem found.
+ * - CommandError: an external command (virsh, qemu-img, …) failed; keeps command, exit code and stderr.
+ * - TransientError: worth retrying later with back-off (a busy lock, a hypervisor hiccup).
+ */
+export interface Problem {
+  /** File the problem is in (absolute or as given), or '' when not tied to a file. */
+  file: string;
+  /** JSON pointer into the document (`/runners`) or a `line:col` position for syntax errors. */
+  where?: string;
+  message: string;
+  severity: 'error' | 'warning';
+}
+
+export function formatProblem(p: Problem): string {
+  if (!p.file) return p.message;
+  if (!p.where) return `${p.file}: ${p.message}`;
+  const sep = p.where.startsWith('/') || p.where === '' ? '#' : ':';
+  return `${p.file}${sep}${p.where}: ${p.message}`;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    message: string,
+    readonly problems: Problem[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  constructor(
+    message: string,
+    readonly command: string,
+    readonly exitCode: number | undefined,
+    readonly stderr: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export class TransientError extends Error {
+  override readonly name = 'TransientError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** Raised when another process holds the state-dir lock; cron callers get a distinct exit code. */
+export class LockBusyError extends TransientError {
+  constructor(
+    message: string,
+    readonly holder: { pid: number; command: string },
+  ) {
+    super(message);
+  }
+}

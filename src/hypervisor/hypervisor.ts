@@ -1,0 +1,78 @@
+/**
+ * The backend-neutral hypervisor interface. Each guest is treated as a self-contained object
+ * (its own configuration and disks), so a UTM-like backend can implement it as well as libvirt.
+ * Nothing backend-specific (XML, URIs, file layout) appears here.
+ */
+import type { CompiledProfile } from '../sources/view.js';
+import type { Role } from './names.js';
+
+export type GuestState = 'running' | 'shutoff' | 'crashed' | 'paused' | 'other';
+
+/** What corral records on every guest it creates (libvirt keeps it in a <metadata> element). */
+export interface GuestMeta {
+  profile: string;
+  /** The template generation: its own for rebuild/template guests, the one it was cloned from for runners. */
+  gen: string;
+  inputsHash: string;
+  baseVersion: string;
+  /** ISO time the guest was created. */
+  createdAt: string;
+  /** Lock token of the process that started a rebuild; a rebuild whose owner no longer holds the lock is an orphan. */
+  owner?: string;
+}
+
+export type Verdict = { ok: true } | { ok: false; reason: string };
+
+export interface ObservedGuest {
+  name: string;
+  role: Role;
+  profile: string;
+  /** rebuild/template: the generation in the name. */
+  gen?: string;
+  /** runner: the index in the name. */
+  index?: number;
+  state: GuestState;
+  meta: GuestMeta;
+  /** Rebuild guests that are no longer running: what the status channel said (crash = failed). */
+  verdict?: Verdict;
+}
+
+export interface Observation {
+  guests: ObservedGuest[];
+  /** Guests with our prefix whose name or metadata do not parse: reported, never touched. */
+  unrecognized: { name: string; reason: string }[];
+}
+
+export interface BuildRequest {
+  /** Rebuild guest name, `<prefix>-rebuild-<profile>@<gen>`. */
+  name: string;
+  profile: CompiledProfile;
+  meta: GuestMeta;
+}
+
+export type BuildCheck = { done: false } | { done: true; verdict: Verdict };
+
+export interface RunnerRequest {
+  template: string;
+  name: string;
+  profile: CompiledProfile;
+  meta: GuestMeta;
+}
+
+export interface Hypervisor {
+  readonly kind: string;
+  /** Every guest carrying our prefix, in as few backend calls as possible (libvirt: one virsh process). */
+  observe(): Promise<Observation>;
+  /** Creates the rebuild guest (disk on the base, seed from the provision dir, metadata) and starts it. */
+  startBuild(req: BuildRequest): Promise<void>;
+  /** One look at a rebuild guest: still running, or finished with a verdict. A vanished or crashed guest is a failed verdict. */
+  checkBuild(name: string): Promise<BuildCheck>;
+  /** Renames a shut-off, successful rebuild guest to its template name; nothing else changes. */
+  promote(rebuild: string, template: string): Promise<void>;
+  /** Creates a copy-on-write clone of a template and starts it; resolves once it is running. */
+  createRunner(req: RunnerRequest): Promise<void>;
+  /** Stops the guest if needed and removes it with every disk it owns. A missing guest is not an error. */
+  destroy(name: string): Promise<void>;
+  /** Serial console output of a guest, when the backend keeps it. */
+  consoleLog(name: string): Promise<string | undefined>;
+}

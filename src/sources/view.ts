@@ -1,0 +1,67 @@
+/** The compiled view: what every downstream step reads. Produced by compile(), stored as view.json. */
+
+export type BaseSpec = { kind: 'file'; file: string } | { kind: 'url'; url: string; sha256: string } | { kind: 'oci'; ref: string };
+
+export interface GuestSpec {
+  cpus: number;
+  memoryMiB: number;
+  /** Absolute path of a libvirt domain XML template, when the profile ships one. */
+  xml?: string;
+  /** Direct kernel boot (absolute paths inside the profile dir). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+}
+
+export interface ProvisionSpec {
+  /** Absolute path of the provisioning dir; its files go onto the seed disk. */
+  dir: string;
+  /** Entry script, relative to dir. */
+  entry: string;
+  timeoutSeconds: number;
+}
+
+export interface InputFile {
+  /** Path relative to the profile dir. */
+  path: string;
+  sha256: string;
+}
+
+export interface CompiledProfile {
+  name: string;
+  /** Name of the source the profile came from. */
+  source: string;
+  /** Absolute profile dir and profile.yaml. */
+  dir: string;
+  file: string;
+  /** The profile.yaml this one replaced with `override: true`, if any. */
+  overrides?: string;
+  runners: number;
+  base: BaseSpec;
+  /** Resolved base version: `sha256:<hex>` of the base image bytes. */
+  baseVersion: string;
+  guest: GuestSpec;
+  provision: ProvisionSpec;
+  rebuild: { maxAgeSeconds?: number; onBaseUpdate: boolean };
+  labels: Record<string, string>;
+  inputs: InputFile[];
+  /** sha256 over everything that goes into the image (not the runner count). */
+  inputsHash: string;
+}
+
+export interface MaskedProfile {
+  name: string;
+  /** The masking profile.yaml and the one it hides (if any). */
+  file: string;
+  masks?: string;
+}
+
+export interface CompiledView {
+  format_version: 1;
+  /** Content hash of the view (profiles, masks), independent of generation and time. */
+  hash: string;
+  generation: number;
+  compiledAt: string;
+  profiles: CompiledProfile[];
+  masked: MaskedProfile[];
+}
