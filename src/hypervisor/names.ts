@@ -9,8 +9,7 @@ export const PROFILE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export const GEN = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 
 export type ParsedName =
-  | { role: 'rebuild' | 'template'; profile: string; gen: string }
-  | { role: 'runner'; profile: string; index: number };
+  { role: 'rebuild' | 'template'; profile: string; gen: string } | { role: 'runner'; profile: string; index: number };
 
 export function rebuildName(prefix: string, profile: string, gen: string): string {
   return `${prefix}-rebuild-${profile}@${gen}`;
@@ -25,7 +24,10 @@ export function runnerName(prefix: string, profile: string, index: number): stri
 }
 
 export function makeGen(now: Date, inputsHash: string): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `${stamp}-${inputsHash.replace(/^sha256:/, '').slice(0, 8)}`;
 }
 

@@ -1,6 +1,7 @@
 /** The compiled view: what every downstream step reads. Produced by compile(), stored as view.json. */
 
-export type BaseSpec = { kind: 'file'; file: string } | { kind: 'url'; url: string; sha256: string } | { kind: 'oci'; ref: string };
+export type BaseSpec =
+  { kind: 'file'; file: string } | { kind: 'url'; url: string; sha256: string } | { kind: 'oci'; ref: string };
 
 export interface GuestSpec {
   cpus: number;

@@ -1,0 +1,37 @@
+import type { Logger } from 'pino';
+import type { ParseArgsConfig } from 'node:util';
+import type { HostConfig } from '../config/host-config.js';
+import type { Validators } from '../config/schema.js';
+
+export interface Output {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** What every command gets: parsed options, the loaded host config, and the outside world. */
+export interface CommandContext {
+  args: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  json: boolean;
+  config: HostConfig;
+  validators: Validators;
+  log: Logger;
+  io: Output;
+  env: NodeJS.ProcessEnv;
+  now: () => Date;
+  /** Resolves when SIGTERM/SIGINT asked long-running commands to stop. */
+  signals: { onStop(handler: () => void): void; onReload(handler: () => void): void };
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  /** Help text for the command's own options (global options are added by the frame). */
+  optionsHelp: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  /** Returns the exit code. */
+  run(ctx: CommandContext): Promise<number>;
+}
+
+export const EXIT = { ok: 0, error: 1, changes: 2, busy: 75 } as const;

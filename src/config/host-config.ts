@@ -1,0 +1,131 @@
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, type Problem } from '../errors.js';
+import { parseDuration } from '../util/duration.js';
+import { readYamlMapping } from './read-yaml.js';
+import { schemaProblems, type Validators } from './schema.js';
+
+export type SourceSpec = { name: string; path: string } | { name: string; glob: string };
+
+export interface HostConfig {
+  /** The file the config came from; undefined for the built-in default. */
+  file?: string;
+  prefix: string;
+  stateDir: string;
+  imagesDir: string;
+  hypervisor: 'libvirt' | 'memory';
+  libvirtUri: string;
+  /** Ordered: the built-in profiles first (unless disabled), then the config's sources. */
+  sources: SourceSpec[];
+  concurrency: { builds: number; clones: number };
+  keepTemplates: number;
+  backoff: { initialSeconds: number; maxSeconds: number };
+  watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number };
+}
+
+export const BUILTIN_PROFILES_DIR = fileURLToPath(new URL('../../profiles', import.meta.url));
+
+/** `--config`, then $CORRAL_CONFIG, then ./corral.yaml, then /etc/corral/config.yaml; none → defaults. */
+export function findConfigFile(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string | undefined {
+  const named = explicit ?? env.CORRAL_CONFIG;
+  if (named) return resolve(cwd, named);
+  for (const candidate of [resolve(cwd, 'corral.yaml'), '/etc/corral/config.yaml']) {
+    if (existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+export async function loadHostConfig(
+  file: string | undefined,
+  opts: { validators: Validators; env: NodeJS.ProcessEnv; cwd: string },
+): Promise<HostConfig> {
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    const read = await readYamlMapping(file);
+    if (!read.ok) throw new ConfigError(`invalid host config ${file}`, read.problems);
+    raw = read.value;
+    if (!opts.validators.config(raw)) {
+      throw new ConfigError(`invalid host config ${file}`, schemaProblems(file, opts.validators.config.errors));
+    }
+  }
+  return normalize(raw, file, opts);
+}
+
+function normalize(
+  raw: Record<string, unknown>,
+  file: string | undefined,
+  opts: { env: NodeJS.ProcessEnv; cwd: string },
+): HostConfig {
+  const c = raw as {
+    prefix?: string;
+    stateDir?: string;
+    imagesDir?: string;
+    hypervisor?: 'libvirt' | 'memory';
+    libvirt?: { uri?: string };
+    builtinProfiles?: boolean;
+    sources?: { name: string; path?: string; glob?: string }[];
+    concurrency?: { builds?: number; clones?: number };
+    keepTemplates?: number;
+    rebuild?: { backoffInitial?: unknown; backoffMax?: unknown };
+    watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown };
+  };
+  const base = file ? dirname(file) : opts.cwd;
+  const where = file ?? '(built-in default config)';
+  const problems: Problem[] = [];
+  const duration = (value: unknown, pointer: string, fallback: number): number => {
+    if (value === undefined) return fallback;
+    const seconds = parseDuration(value);
+    if (seconds === undefined)
+      problems.push({
+        file: where,
+        where: pointer,
+        severity: 'error',
+        message: `not a duration: ${JSON.stringify(value)} (use e.g. 300ms, 90s, 5m)`,
+      });
+    return seconds ?? fallback;
+  };
+  const sources: SourceSpec[] = c.builtinProfiles === false ? [] : [{ name: 'builtin', path: BUILTIN_PROFILES_DIR }];
+  const seen = new Set(sources.map((s) => s.name));
+  (c.sources ?? []).forEach((s, i) => {
+    if (seen.has(s.name))
+      problems.push({
+        file: where,
+        where: `/sources/${i}/name`,
+        severity: 'error',
+        message: `duplicate source name "${s.name}"`,
+      });
+    seen.add(s.name);
+    if ((s.path === undefined) === (s.glob === undefined)) {
+      problems.push({
+        file: where,
+        where: `/sources/${i}`,
+        severity: 'error',
+        message: 'a source needs exactly one of "path" or "glob"',
+      });
+    } else if (s.path !== undefined) sources.push({ name: s.name, path: resolve(base, s.path) });
+    else sources.push({ name: s.name, glob: resolve(base, s.glob as string) });
+  });
+  const config: HostConfig = {
+    ...(file ? { file } : {}),
+    prefix: c.prefix ?? 'ci',
+    stateDir: resolve(base, c.stateDir ?? 'state'),
+    imagesDir: resolve(base, c.imagesDir ?? 'images'),
+    hypervisor: c.hypervisor ?? 'libvirt',
+    libvirtUri: c.libvirt?.uri ?? opts.env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system',
+    sources,
+    concurrency: { builds: c.concurrency?.builds ?? 2, clones: c.concurrency?.clones ?? 4 },
+    keepTemplates: c.keepTemplates ?? 2,
+    backoff: {
+      initialSeconds: duration(c.rebuild?.backoffInitial, '/rebuild/backoffInitial', 60),
+      maxSeconds: duration(c.rebuild?.backoffMax, '/rebuild/backoffMax', 3600),
+    },
+    watch: {
+      debounceMs: duration(c.watch?.debounce, '/watch/debounce', 0.3) * 1000,
+      resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60),
+      absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120),
+    },
+  };
+  if (problems.length > 0) throw new ConfigError(`invalid host config ${where}`, problems);
+  return config;
+}

@@ -1,0 +1,56 @@
+import { readFile, stat } from 'node:fs/promises';
+import { parseDocument, LineCounter } from 'yaml';
+import type { Problem } from '../errors.js';
+
+/** Profiles and configs are small; a huge file is a mistake (or an attack), not a profile. */
+export const MAX_YAML_BYTES = 1024 * 1024;
+
+export type YamlResult = { ok: true; value: Record<string, unknown> } | { ok: false; problems: Problem[] };
+
+/** Reads a YAML file that must hold a mapping; every failure is a Problem naming the file. */
+export async function readYamlMapping(file: string): Promise<YamlResult> {
+  const fail = (message: string, where?: string): YamlResult => ({
+    ok: false,
+    problems: [{ file, severity: 'error', message, ...(where ? { where } : {}) }],
+  });
+  let text: string;
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) return fail('not a regular file');
+    if (info.size > MAX_YAML_BYTES) {
+      return fail(`file is ${(info.size / 1048576).toFixed(1)} MiB; the limit is ${MAX_YAML_BYTES / 1048576} MiB`);
+    }
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    return fail(`cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  return parseYamlMapping(file, text);
+}
+
+export function parseYamlMapping(file: string, text: string): YamlResult {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      problems: doc.errors.map((e) => {
+        const pos = lineCounter.linePos(e.pos[0]);
+        return { file, where: `${pos.line}:${pos.col}`, severity: 'error' as const, message: firstLine(e.message) };
+      }),
+    };
+  }
+  if (doc.contents === null) return { ok: false, problems: [{ file, severity: 'error', message: 'file is empty' }] };
+  const value: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    const kind = Array.isArray(value) ? 'a list' : value === null ? 'empty' : `a ${typeof value}`;
+    return {
+      ok: false,
+      problems: [{ file, where: '/', severity: 'error', message: `must be a mapping of keys, not ${kind}` }],
+    };
+  }
+  return { ok: true, value: value as Record<string, unknown> };
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '') ?? message;
+}

@@ -1,0 +1,49 @@
+import { readFileSync } from 'node:fs';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { Problem } from '../errors.js';
+
+export type SchemaName = 'profile' | 'config';
+
+/** Compiled validators, built once per process run by whoever needs them (no module-level cache). */
+export interface Validators {
+  profile: ValidateFunction;
+  config: ValidateFunction;
+}
+
+export function schemaPath(name: SchemaName): URL {
+  return new URL(`../../schemas/${name}.schema.json`, import.meta.url);
+}
+
+export function createValidators(): Validators {
+  const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+  const load = (name: SchemaName) => ajv.compile(JSON.parse(readFileSync(schemaPath(name), 'utf8')) as object);
+  return { profile: load('profile'), config: load('config') };
+}
+
+export function schemaProblems(file: string, errors: ErrorObject[] | null | undefined): Problem[] {
+  return (errors ?? []).map((e) => ({ file, severity: 'error' as const, ...describe(e) }));
+}
+
+function describe(e: ErrorObject): { where: string; message: string } {
+  const where = e.instancePath || '/';
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = (e.params as { additionalProperty: string }).additionalProperty;
+      return { where: `${e.instancePath}/${key}`, message: `unknown key "${key}"` };
+    }
+    case 'required':
+      return { where, message: `missing required key "${(e.params as { missingProperty: string }).missingProperty}"` };
+    case 'type':
+      return {
+        where,
+        message: `must be ${(e.params as { type: string | string[] }).type.toString().replace(',', ' or ')}`,
+      };
+    case 'enum':
+      return {
+        where,
+        message: `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
+      };
+    default:
+      return { where, message: e.message ?? e.keyword };
+  }
+}

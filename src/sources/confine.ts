@@ -1,0 +1,30 @@
+import { realpath } from 'node:fs/promises';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+
+export type Confined = { ok: true; path: string } | { ok: false; message: string };
+
+/**
+ * Resolves a path a profile references, insisting it stays inside the profile's own dir —
+ * also after following symlinks — so a profile can never pull in /etc/passwd or a sibling's files.
+ */
+export async function confine(profileDir: string, reference: string): Promise<Confined> {
+  if (isAbsolute(reference))
+    return { ok: false, message: `must be a path relative to the profile dir, not absolute: ${reference}` };
+  const lexical = resolve(profileDir, reference);
+  if (!inside(profileDir, lexical)) return { ok: false, message: `leaves the profile dir: ${reference}` };
+  let real: string;
+  try {
+    real = await realpath(lexical);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { ok: false, message: code === 'ENOENT' ? `not found: ${reference}` : `cannot read ${reference} (${code})` };
+  }
+  const realDir = await realpath(profileDir);
+  if (!inside(realDir, real)) return { ok: false, message: `is a symlink leaving the profile dir: ${reference}` };
+  return { ok: true, path: lexical };
+}
+
+export function inside(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
+}

@@ -1,0 +1,78 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import type { Problem } from '../errors.js';
+import type { SourceSpec } from '../config/host-config.js';
+
+/** A concrete directory of profiles. A glob source yields one per matching directory. */
+export interface ResolvedSource {
+  name: string;
+  dir: string;
+  /** The host-config source this came from (for globs, several resolved sources share one spec). */
+  spec: SourceSpec;
+}
+
+export interface Enumeration {
+  sources: ResolvedSource[];
+  problems: Problem[];
+  /** Source dirs that were configured but are absent right now (a missing dir is fine). */
+  absent: string[];
+}
+
+export async function enumerateSources(specs: SourceSpec[]): Promise<Enumeration> {
+  const result: Enumeration = { sources: [], problems: [], absent: [] };
+  for (const spec of specs) {
+    const dirs = 'path' in spec ? [spec.path] : await expandGlob(spec.glob);
+    if ('glob' in spec && dirs.length === 0) result.absent.push(spec.glob);
+    for (const dir of dirs) {
+      const state = await dirState(dir);
+      if (state === 'dir') result.sources.push({ name: 'path' in spec ? spec.name : `${spec.name}:${dir}`, dir, spec });
+      else if (state === 'missing') result.absent.push(dir);
+      else result.problems.push({ file: dir, severity: 'error', message: `source "${spec.name}": ${state}` });
+    }
+  }
+  return result;
+}
+
+async function dirState(dir: string): Promise<'dir' | 'missing' | string> {
+  try {
+    const info = await stat(dir);
+    if (!info.isDirectory()) return 'is not a directory';
+    await readdir(dir);
+    return 'dir';
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'missing';
+    return `cannot read directory (${code ?? String(error)})`;
+  }
+}
+
+/** Expands `*` and `?` within path segments (no `**`): enough for `/mnt/*\/corral/profiles`. Sorted. */
+export async function expandGlob(pattern: string): Promise<string[]> {
+  const segments = pattern.split(sep);
+  let current = [segments[0] === '' ? sep : (segments[0] ?? '')];
+  for (const segment of segments.slice(1)) {
+    if (segment === '') continue;
+    const next: string[] = [];
+    for (const base of current) {
+      if (!/[*?[]/.test(segment)) {
+        next.push(join(base, segment));
+        continue;
+      }
+      const matcher = segmentMatcher(segment);
+      const entries = await readdir(base, { withFileTypes: true }).catch(() => []);
+      for (const entry of entries) {
+        if (!entry.name.startsWith('.') && matcher.test(entry.name)) next.push(join(base, entry.name));
+      }
+    }
+    current = next;
+  }
+  return current.sort();
+}
+
+function segmentMatcher(segment: string): RegExp {
+  const body = segment
+    .replace(/[.+^${}()|\\]/g, '\\$&')
+    .replace(/\*/g, '[^/]*')
+    .replace(/\?/g, '[^/]');
+  return new RegExp(`^${body}$`);
+}

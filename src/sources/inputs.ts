@@ -1,0 +1,47 @@
+import { stat } from 'node:fs/promises';
+import { relative } from 'node:path';
+import { canonicalJson, sha256, sha256File } from '../util/hash.js';
+import type { CompiledProfile, InputFile } from './view.js';
+import type { ReadProfile } from './read-profile.js';
+
+/**
+ * Remembers file digests by (path, size, mtime, inode) so that `watch` does not rehash a
+ * multi-gigabyte base image on every edit of an unrelated file.
+ */
+export class FileDigests {
+  private readonly known = new Map<string, { key: string; digest: string }>();
+
+  async digest(path: string): Promise<string> {
+    const info = await stat(path);
+    const key = `${info.size}:${info.mtimeMs}:${info.ino}`;
+    const hit = this.known.get(path);
+    if (hit?.key === key) return hit.digest;
+    const digest = await sha256File(path);
+    this.known.set(path, { key, digest });
+    return digest;
+  }
+}
+
+/** Adds the inputs list, base version and build inputs hash (DESIGN.md §1) to a profile. */
+export async function hashInputs(profile: ReadProfile, digests: FileDigests): Promise<CompiledProfile> {
+  const rel = (p: string) => relative(profile.dir, p);
+  const inputs: InputFile[] = [];
+  for (const file of profile.files) inputs.push({ path: rel(file), sha256: await digests.digest(file) });
+  const baseVersion = profile.base.kind === 'file' ? `sha256:${await digests.digest(profile.base.file)}` : '';
+  // Paths are hashed relative to the profile dir: moving a profile to another source keeps its images.
+  const relative_ = (p: string | undefined) => (p === undefined ? undefined : rel(p));
+  const image = {
+    base: profile.base.kind === 'file' ? { file: rel(profile.base.file) } : profile.base,
+    guest: {
+      ...profile.guest,
+      xml: relative_(profile.guest.xml),
+      kernel: relative_(profile.guest.kernel),
+      initrd: relative_(profile.guest.initrd),
+    },
+    provision: { ...profile.provision, dir: rel(profile.provision.dir) },
+    rebuild: profile.rebuild,
+  };
+  const inputsHash = `sha256:${sha256(canonicalJson({ image, inputs, baseVersion }))}`;
+  const { override: _override, files: _files, ...rest } = profile;
+  return { ...rest, baseVersion, inputs, inputsHash };
+}

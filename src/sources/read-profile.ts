@@ -1,0 +1,160 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import type { Problem } from '../errors.js';
+import { readYamlMapping } from '../config/read-yaml.js';
+import { schemaProblems, type Validators } from '../config/schema.js';
+import { PROFILE_NAME } from '../hypervisor/names.js';
+import { parseDuration, parseMemoryMiB } from '../util/duration.js';
+import type { BaseSpec, GuestSpec, ProvisionSpec } from './view.js';
+import { confine } from './confine.js';
+
+export const PROFILE_FILE = 'profile.yaml';
+
+/** A profile as read from one source, before merging and hashing. Paths are absolute. */
+export interface ReadProfile {
+  name: string;
+  source: string;
+  dir: string;
+  file: string;
+  override: boolean;
+  runners: number;
+  base: BaseSpec;
+  guest: GuestSpec;
+  provision: ProvisionSpec;
+  rebuild: { maxAgeSeconds?: number; onBaseUpdate: boolean };
+  labels: Record<string, string>;
+  /** Every file that goes into the image (base, boot files, provision files), absolute and sorted. */
+  files: string[];
+}
+
+export type ReadResult =
+  | { kind: 'profile'; profile: ReadProfile }
+  | { kind: 'mask'; name: string; file: string }
+  | { kind: 'invalid'; problems: Problem[] };
+
+export function profileNameProblem(name: string): string | undefined {
+  if (PROFILE_NAME.test(name)) return undefined;
+  return `invalid profile name "${name.length > 70 ? `${name.slice(0, 64)}…` : name}": use 1-63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit`;
+}
+
+interface RawProfile {
+  runners: number;
+  base: { file?: string; url?: string; sha256?: string; oci?: string };
+  guest?: { cpus?: number; memory?: number | string; xml?: string; kernel?: string; initrd?: string; cmdline?: string };
+  provision?: { dir?: string; entry?: string; timeout?: number | string };
+  rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
+  labels?: Record<string, string>;
+  override?: boolean;
+  mask?: boolean;
+}
+
+export async function readProfile(
+  source: string,
+  dir: string,
+  name: string,
+  validators: Validators,
+): Promise<ReadResult> {
+  const file = join(dir, PROFILE_FILE);
+  const invalid = (problems: Problem[]): ReadResult => ({ kind: 'invalid', problems });
+  const nameProblem = profileNameProblem(name);
+  if (nameProblem) return invalid([{ file: dir, severity: 'error', message: nameProblem }]);
+  const read = await readYamlMapping(file);
+  if (!read.ok) return invalid(read.problems);
+  if (read.value.mask === true) {
+    const extra = Object.keys(read.value).filter((k) => k !== 'mask');
+    if (extra.length > 0)
+      return invalid([
+        { file, where: `/${extra[0]}`, severity: 'error', message: 'a masking profile holds only "mask: true"' },
+      ]);
+    return { kind: 'mask', name, file };
+  }
+  if (!validators.profile(read.value)) return invalid(schemaProblems(file, validators.profile.errors));
+  const raw = read.value as unknown as RawProfile;
+  const problems: Problem[] = [];
+  const error = (where: string, message: string) => problems.push({ file, where, severity: 'error', message });
+  const path = async (where: string, reference: string | undefined, root = dir): Promise<string | undefined> => {
+    if (reference === undefined) return undefined;
+    const confined = await confine(root, reference);
+    if (!confined.ok) error(where, confined.message);
+    return confined.ok ? confined.path : undefined;
+  };
+
+  const base = await readBase(raw.base, error, path);
+  const memoryMiB = parseMemoryMiB(raw.guest?.memory ?? 512);
+  if (memoryMiB === undefined)
+    error('/guest/memory', `not a memory size: ${JSON.stringify(raw.guest?.memory)} (use e.g. 512 or 2G)`);
+  const guest: GuestSpec = { cpus: raw.guest?.cpus ?? 1, memoryMiB: memoryMiB ?? 0 };
+  for (const key of ['xml', 'kernel', 'initrd'] as const) {
+    const resolved = await path(`/guest/${key}`, raw.guest?.[key]);
+    if (resolved) guest[key] = resolved;
+  }
+  if (raw.guest?.cmdline !== undefined) guest.cmdline = raw.guest.cmdline;
+  if ((guest.kernel === undefined) !== (guest.initrd === undefined) && problems.length === 0) {
+    error('/guest', 'direct kernel boot needs both "kernel" and "initrd"');
+  }
+
+  const provisionDir = await path('/provision/dir', raw.provision?.dir ?? 'provision');
+  const entry = raw.provision?.entry ?? 'provision.sh';
+  const provisionFiles: string[] = [];
+  if (provisionDir) {
+    if (!(await stat(provisionDir)).isDirectory()) error('/provision/dir', 'must be a directory');
+    else {
+      await path('/provision/entry', entry, provisionDir);
+      for (const entryPath of await listFiles(provisionDir)) {
+        const confined = await path('/provision/dir', relative(dir, entryPath));
+        if (confined) provisionFiles.push(confined);
+      }
+    }
+  }
+  const timeoutSeconds = parseDuration(raw.provision?.timeout ?? '30m');
+  if (!timeoutSeconds)
+    error('/provision/timeout', `not a positive duration: ${JSON.stringify(raw.provision?.timeout)}`);
+  const maxAgeSeconds = raw.rebuild?.maxAge === undefined ? undefined : parseDuration(raw.rebuild.maxAge);
+  if (raw.rebuild?.maxAge !== undefined && !maxAgeSeconds)
+    error('/rebuild/maxAge', `not a positive duration: ${JSON.stringify(raw.rebuild.maxAge)}`);
+
+  if (problems.length > 0 || !base || !provisionDir) return invalid(problems);
+  return {
+    kind: 'profile',
+    profile: {
+      name,
+      source,
+      dir,
+      file,
+      override: raw.override === true,
+      runners: raw.runners,
+      base,
+      guest,
+      provision: { dir: provisionDir, entry, timeoutSeconds: timeoutSeconds ?? 0 },
+      rebuild: { ...(maxAgeSeconds ? { maxAgeSeconds } : {}), onBaseUpdate: raw.rebuild?.onBaseUpdate ?? true },
+      labels: raw.labels ?? {},
+      files: [...new Set([base.file, guest.xml, guest.kernel, guest.initrd, ...provisionFiles])]
+        .filter((f): f is string => f !== undefined)
+        .sort(),
+    },
+  };
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => join(e.parentPath, e.name));
+}
+
+async function readBase(
+  raw: RawProfile['base'],
+  error: (where: string, message: string) => void,
+  path: (where: string, reference: string | undefined) => Promise<string | undefined>,
+): Promise<{ kind: 'file'; file: string } | undefined> {
+  const kinds = (['file', 'url', 'oci'] as const).filter((k) => raw[k] !== undefined);
+  if (kinds.length !== 1) {
+    error('/base', `needs exactly one of "file", "url" or "oci"${kinds.length ? ` (found ${kinds.join(', ')})` : ''}`);
+    return undefined;
+  }
+  if (raw.sha256 !== undefined && raw.url === undefined) error('/base/sha256', '"sha256" goes with "url"');
+  if (raw.url !== undefined || raw.oci !== undefined) {
+    error(`/base/${kinds[0]}`, `base.${kinds[0]} is not supported yet; use base.file`);
+    return undefined;
+  }
+  const file = await path('/base/file', raw.file);
+  return file ? { kind: 'file', file } : undefined;
+}

@@ -1,0 +1,90 @@
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { LockBusyError } from '../errors.js';
+
+export interface LockHolder {
+  pid: number;
+  command: string;
+  token: string;
+  host: string;
+  startedAt: string;
+}
+
+export interface Lock {
+  holder: LockHolder;
+  release(): Promise<void>;
+}
+
+export interface LockOptions {
+  command: string;
+  wait?: boolean;
+  log: Logger;
+  /** Poll interval while waiting. */
+  pollMs?: number;
+}
+
+/**
+ * One writer per state dir. The lock file is written whole under a temp name and then hard-linked
+ * into place, so it is never seen half-written, and `link` fails atomically when it already exists.
+ */
+export async function acquireLock(stateDir: string, opts: LockOptions): Promise<Lock> {
+  await mkdir(stateDir, { recursive: true });
+  const path = lockPath(stateDir);
+  const holder: LockHolder = { pid: process.pid, command: opts.command, token: randomBytes(8).toString('hex'), host: hostname(), startedAt: new Date().toISOString() };
+  const temp = `${path}.${holder.token}`;
+  await writeFile(temp, `${JSON.stringify(holder)}\n`);
+  try {
+    for (;;) {
+      try {
+        await link(temp, path);
+        return { holder, release: () => releaseLock(path, holder.token) };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const current = await readLockHolder(stateDir);
+      if (current && !isAlive(current)) {
+        opts.log.warn({ pid: current.pid, command: current.command }, 'taking over a stale lock left by a process that no longer runs');
+        await rm(path, { force: true });
+        continue;
+      }
+      if (!opts.wait) {
+        const who = current ? `pid ${current.pid} (corral ${current.command}, since ${current.startedAt})` : 'another process';
+        throw new LockBusyError(`state dir ${stateDir} is locked by ${who}; use --wait to wait for it`, { pid: current?.pid ?? 0, command: current?.command ?? '?' });
+      }
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 250));
+    }
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+export function lockPath(stateDir: string): string {
+  return join(stateDir, 'lock');
+}
+
+export async function readLockHolder(stateDir: string): Promise<LockHolder | undefined> {
+  try {
+    return JSON.parse(await readFile(lockPath(stateDir), 'utf8')) as LockHolder;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A holder on another host cannot be checked, so it counts as alive. */
+export function isAlive(holder: LockHolder): boolean {
+  if (holder.host !== hostname()) return true;
+  try {
+    process.kill(holder.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function releaseLock(path: string, token: string): Promise<void> {
+  const current = await readFile(path, 'utf8').catch(() => '');
+  if (current.includes(token)) await rm(path, { force: true });
+}
