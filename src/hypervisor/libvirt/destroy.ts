@@ -1,0 +1,110 @@
+/**
+ * Removing a guest and the files it owns. Files are only ever deleted inside imagesDir, never in
+ * the base cache, and never while another defined guest still uses them (a template disk that
+ * backs a runner's overlay, a kernel copy a runner boots from).
+ */
+import { unlink } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { hasPrefix } from '../names.js';
+import { children, isNode, parseDomainXml, sourcePath, text, type DomainDoc } from './domain-xml.js';
+import { statusFileOf } from './devices-xml.js';
+import { listNames } from './observe.js';
+import { filesForName, isInside, type ImageLayout } from './paths.js';
+import { backingChain } from './qcow2.js';
+import { parseDomstate } from './status.js';
+import { isNoDomain, virshQuote, type Virsh } from './virsh.js';
+
+export interface DestroyContext {
+  virsh: Virsh;
+  prefix: string;
+  layout: ImageLayout;
+  log: Logger;
+}
+
+/** Every file a domain's XML points at: disks, channel/console files, kernel and initrd. */
+export function filesOfDomain(doc: DomainDoc): string[] {
+  const files: string[] = [];
+  const dev = doc.domain['devices'];
+  if (isNode(dev)) {
+    for (const key of ['disk', 'serial', 'console']) {
+      for (const d of children(dev, key)) {
+        const p = sourcePath(d);
+        if (p) files.push(p);
+      }
+    }
+  }
+  const status = statusFileOf(doc);
+  if (status) files.push(status);
+  const os = doc.domain['os'];
+  if (isNode(os)) {
+    for (const key of ['kernel', 'initrd']) {
+      const p = text(os[key]);
+      if (p) files.push(p);
+    }
+  }
+  return files;
+}
+
+async function ignoreMissing(p: Promise<unknown>, alsoIgnore?: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    const stderr = (err as { stderr?: unknown }).stderr;
+    if (isNoDomain(err) || (alsoIgnore && typeof stderr === 'string' && alsoIgnore.test(stderr))) return;
+    throw err;
+  }
+}
+
+export async function destroyGuest(ctx: DestroyContext, name: string): Promise<void> {
+  if (!hasPrefix(ctx.prefix, name))
+    throw new Error(`refusing to destroy ${name}: it does not carry the prefix ${ctx.prefix}-`);
+  const q = virshQuote(name);
+  const [xml = '', stateText = ''] = await ctx.virsh.batch([`dumpxml --inactive ${q}`, `domstate --reason ${q}`]);
+  const candidates = new Set<string>();
+  if (xml !== '') {
+    const doc = parseDomainXml(xml);
+    for (const f of filesOfDomain(doc)) candidates.add(f);
+    if (parseDomstate(stateText).state !== 'shutoff') {
+      await ignoreMissing(ctx.virsh.run(['destroy', name]), /not running/i);
+    }
+    const os = doc.domain['os'];
+    const nvram = isNode(os) && os['nvram'] !== undefined;
+    await ignoreMissing(ctx.virsh.run(['undefine', name, ...(nvram ? ['--nvram'] : [])]));
+  }
+  const byName = filesForName(ctx.layout, ctx.prefix, name);
+  if (byName) for (const f of Object.values(byName)) if (f) candidates.add(f);
+  // Boot files copied beside a build's disk (see LibvirtHypervisor.copyBootFiles).
+  if (byName?.seed) for (const ext of ['kernel', 'initrd']) candidates.add(byName.disk.replace(/qcow2$/, ext));
+
+  const owned = [...candidates].filter((f) => isInside(ctx.layout.root, f) && !isInside(ctx.layout.baseDir, f));
+  const inUse = owned.some((f) => isInside(ctx.layout.templatesDir, f)) ? await filesInUse(ctx) : new Set<string>();
+  for (const f of owned) {
+    if (inUse.has(f)) {
+      ctx.log.warn({ guest: name, file: f }, 'keeping a file another guest still uses');
+      continue;
+    }
+    await unlink(f).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+}
+
+/** Files that the remaining defined guests (ours or not) use, following disk backing chains. */
+async function filesInUse(ctx: DestroyContext): Promise<Set<string>> {
+  const names = (await listNames(ctx.virsh)).filter((n) => !/['\\\n]/.test(n));
+  const xmls = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
+  const used = new Set<string>();
+  for (const xml of xmls) {
+    if (xml === '') continue;
+    let doc: DomainDoc;
+    try {
+      doc = parseDomainXml(xml);
+    } catch {
+      continue;
+    }
+    for (const f of filesOfDomain(doc)) {
+      for (const link of await backingChain(f)) used.add(link);
+    }
+  }
+  return used;
+}

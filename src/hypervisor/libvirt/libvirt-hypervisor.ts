@@ -1,0 +1,152 @@
+/**
+ * The libvirt backend of the Hypervisor interface. Every outside call goes through virsh,
+ * qemu-img or genisoimage (via the injected Exec), so failures arrive as CommandErrors.
+ */
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { BuildCheck, BuildRequest, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
+import { parseName } from '../names.js';
+import { ensureBaseImage } from '../../images/base-cache.js';
+import { rebuildDomainXml } from './build-xml.js';
+import { destroyGuest } from './destroy.js';
+import { rootDiskOf } from './devices-xml.js';
+import { parseDomainXml } from './domain-xml.js';
+import { execaExec, type Exec } from './exec.js';
+import { observeGuests } from './observe.js';
+import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
+import { createOverlay } from './qcow2.js';
+import { runnerDomainXml } from './runner-xml.js';
+import { buildSeedIso } from './seed.js';
+import { parseDomstate, verdictFor } from './status.js';
+import { createVirsh, isNoDomain, type Virsh } from './virsh.js';
+
+export interface LibvirtDeps {
+  /** e.g. `qemu:///system`, or a sandbox's `qemu+unix:///system?socket=…`. */
+  uri: string;
+  prefix: string;
+  imagesDir: string;
+  log: Logger;
+  /** Runs external commands; defaults to execa. Tests wrap it to count processes. */
+  exec?: Exec;
+  /** Domain type for generated XML: `qemu` (TCG, the default) or `kvm`. */
+  domainType?: string;
+}
+
+export class LibvirtHypervisor implements Hypervisor {
+  readonly kind = 'libvirt';
+  private readonly exec: Exec;
+  private readonly virsh: Virsh;
+  private readonly layout: ImageLayout;
+  private readonly prefix: string;
+  private readonly log: Logger;
+  private readonly domainType: string;
+
+  constructor(deps: LibvirtDeps) {
+    this.exec = deps.exec ?? execaExec;
+    this.virsh = createVirsh(deps.uri, this.exec);
+    this.layout = imageLayout(deps.imagesDir);
+    this.prefix = deps.prefix;
+    this.log = deps.log.child({ hypervisor: 'libvirt' });
+    this.domainType = deps.domainType ?? 'qemu';
+  }
+
+  observe(): Promise<Observation> {
+    return observeGuests({ virsh: this.virsh, prefix: this.prefix, layout: this.layout });
+  }
+
+  async startBuild(req: BuildRequest): Promise<void> {
+    const parsed = parseName(this.prefix, req.name);
+    if (parsed?.role !== 'rebuild') throw new Error(`${req.name} is not a rebuild guest name`);
+    const log = this.log.child({ guest: req.name, profile: req.profile.name });
+    const l = this.layout;
+    await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
+    const files = buildFiles(l, parsed.profile, parsed.gen);
+    const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
+    await createOverlay(this.exec, base, files.disk);
+    await buildSeedIso(this.exec, req.profile.provision, files.seed);
+    // A stale verdict from an earlier attempt must never be read as this build's.
+    await writeFile(files.status, '');
+    const boot = await this.copyBootFiles(req, files.disk);
+    const xml = await rebuildDomainXml({
+      name: req.name,
+      profile: req.profile,
+      meta: req.meta,
+      ...files,
+      ...boot,
+      domainType: this.domainType,
+    });
+    await this.virsh.run(['define', '/dev/stdin'], xml);
+    await this.virsh.run(['start', req.name]);
+    log.info({ disk: files.disk, base }, 'rebuild guest started');
+  }
+
+  /** Kernel and initrd copied beside the template disk: a promoted template must not change when the profile dir does. */
+  private async copyBootFiles(req: BuildRequest, disk: string): Promise<{ kernel?: string; initrd?: string }> {
+    const g = req.profile.guest;
+    if (g.xml || !g.kernel) return {};
+    const stem = disk.replace(/\.qcow2$/, '');
+    const kernel = `${stem}.kernel`;
+    await copyFile(g.kernel, kernel);
+    if (!g.initrd) return { kernel };
+    const initrd = `${stem}.initrd`;
+    await copyFile(g.initrd, initrd);
+    return { kernel, initrd };
+  }
+
+  async checkBuild(name: string): Promise<BuildCheck> {
+    let out: string;
+    try {
+      out = await this.virsh.run(['domstate', '--reason', name]);
+    } catch (err) {
+      if (isNoDomain(err)) return { done: true, verdict: { ok: false, reason: 'guest vanished' } };
+      throw err;
+    }
+    const status = filesForName(this.layout, this.prefix, name)?.status;
+    if (!status) throw new Error(`${name} is not a corral guest name`);
+    const verdict = await verdictFor(parseDomstate(out), status);
+    return verdict ? { done: true, verdict } : { done: false };
+  }
+
+  async promote(rebuild: string, template: string): Promise<void> {
+    const from = parseName(this.prefix, rebuild);
+    const to = parseName(this.prefix, template);
+    if (from?.role !== 'rebuild' || to?.role !== 'template' || from.profile !== to.profile || from.gen !== to.gen) {
+      throw new Error(`cannot promote ${rebuild} to ${template}: not a rebuild and its own template name`);
+    }
+    await this.virsh.run(['domrename', rebuild, template]);
+    this.log.info({ guest: template, from: rebuild }, 'promoted');
+  }
+
+  async createRunner(req: RunnerRequest): Promise<void> {
+    const files = runnerFiles(this.layout, req.name);
+    await Promise.all([this.layout.runnersDir, this.layout.statusDir].map((d) => mkdir(d, { recursive: true })));
+    const templateXml = await this.virsh.run(['dumpxml', '--inactive', req.template]);
+    const templateDisk = rootDiskOf(parseDomainXml(templateXml));
+    if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
+    const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files });
+    await Promise.all([createOverlay(this.exec, templateDisk, files.disk), writeFile(files.status, '')]);
+    await this.virsh.run(['define', '/dev/stdin'], xml);
+    await this.virsh.run(['start', req.name]);
+    this.log.debug({ guest: req.name, template: req.template }, 'runner started');
+  }
+
+  destroy(name: string): Promise<void> {
+    return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
+  }
+
+  async consoleLog(name: string): Promise<string | undefined> {
+    const file = filesForName(this.layout, this.prefix, name)?.consoleLog;
+    if (!file) return undefined;
+    return readFile(file, 'utf8').catch(() => undefined);
+  }
+
+  /** Where this backend keeps its files (for tests and `gc`). */
+  get imagesDir(): string {
+    return path.resolve(this.layout.root);
+  }
+}
+
+export function createLibvirtHypervisor(deps: LibvirtDeps): LibvirtHypervisor {
+  return new LibvirtHypervisor(deps);
+}

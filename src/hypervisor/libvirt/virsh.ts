@@ -1,0 +1,72 @@
+/**
+ * virsh invocation. `batch` runs many commands in ONE process fed over stdin (DESIGN.md §5):
+ * virsh echoes each command and prints no separators of its own, so we interleave `echo` markers
+ * whose printed form (quotes removed) never appears in the echoed command lines.
+ */
+import { randomBytes } from 'node:crypto';
+import { CommandError } from '../../errors.js';
+import type { Exec } from './exec.js';
+
+export interface Virsh {
+  run(args: readonly string[], input?: string): Promise<string>;
+  /** One process for all commands; each result is that command's stdout ('' when it failed). */
+  batch(commands: readonly string[]): Promise<string[]>;
+}
+
+/** Quotes an argument for virsh's own command-line parser. */
+export function virshQuote(arg: string): string {
+  if (/['\\\n]/.test(arg)) throw new Error(`refusing to pass ${JSON.stringify(arg)} to virsh`);
+  return `'${arg}'`;
+}
+
+export function createVirsh(uri: string, exec: Exec): Virsh {
+  const base = ['-q', '-c', uri];
+  return {
+    async run(args, input) {
+      const r = await exec('virsh', [...base, ...args], input === undefined ? {} : { input });
+      return r.stdout;
+    },
+    async batch(commands) {
+      if (commands.length === 0) return [];
+      const nonce = randomBytes(6).toString('hex');
+      const script =
+        commands.map((c, i) => `echo @@corral-${nonce}''@@${i}@@\n${c}\n`).join('') +
+        `echo @@corral-${nonce}''@@end@@\n`;
+      const r = await exec('virsh', base, { input: script });
+      return splitBatch(r.stdout, nonce, commands.length);
+    },
+  };
+}
+
+export function splitBatch(stdout: string, nonce: string, count: number): string[] {
+  const out: string[] = new Array<string>(count).fill('');
+  const marker = new RegExp(`@@corral-${nonce}@@(\\d+|end)@@`, 'g');
+  const parts = stdout.split(marker);
+  // split() with one capture group yields [before, id, chunk, id, chunk, …].
+  for (let i = 1; i + 1 < parts.length; i += 2) {
+    const id = parts[i];
+    if (id === undefined || id === 'end') continue;
+    const chunk = parts[i + 1] ?? '';
+    const idx = Number(id);
+    if (idx < count) out[idx] = stripPrompts(chunk);
+  }
+  if (!stdout.includes(`@@corral-${nonce}@@end@@`)) {
+    throw new CommandError('virsh batch ended early', 'virsh (batch)', undefined, stdout.slice(-2000));
+  }
+  return out;
+}
+
+/** Drops virsh's echoed `virsh # <command>` lines; real output never starts with that. */
+function stripPrompts(chunk: string): string {
+  return chunk
+    .split('\n')
+    .filter((line) => !line.startsWith('virsh # ') && line !== 'virsh #')
+    .join('\n')
+    .trim();
+}
+
+const NO_DOMAIN = /failed to get domain|Domain not found|no domain with matching/i;
+
+export function isNoDomain(err: unknown): boolean {
+  return err instanceof CommandError && NO_DOMAIN.test(err.stderr);
+}

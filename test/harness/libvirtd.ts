@@ -1,0 +1,51 @@
+/**
+ * An isolated libvirtd per test file, started by scripts/libvirtd-sandbox.sh (DESIGN.md §7).
+ * Use in beforeAll/afterAll; stop() kills the daemon and every guest process it started and
+ * removes its dir, whatever state the tests left. If the test process exits without calling
+ * stop(), an exit hook does it synchronously.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+export interface Libvirtd {
+  /** Connection URI for virsh and LibvirtHypervisor. */
+  uri: string;
+  /** The sandbox dir (libvirtd's config, sockets, logs); removed by stop(). */
+  dir: string;
+  stop(): Promise<void>;
+}
+
+export const SANDBOX_SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/libvirtd-sandbox.sh');
+
+export async function startLibvirtd(): Promise<Libvirtd> {
+  // Short path: the control socket lives under it and unix socket paths are capped at 108 bytes.
+  const dir = await mkdtemp('/tmp/corral-lv-');
+  const stopSync = (): void => {
+    spawnSync('bash', [SANDBOX_SCRIPT, 'stop', dir], { stdio: 'ignore' });
+  };
+  process.once('exit', stopSync);
+  let uri: string;
+  try {
+    const r = await execa('bash', [SANDBOX_SCRIPT, 'start', dir]);
+    uri = r.stdout.trim();
+  } catch (err) {
+    process.off('exit', stopSync);
+    stopSync();
+    throw err;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    uri,
+    dir,
+    stop() {
+      stopped ??= (async () => {
+        process.off('exit', stopSync);
+        await execa('bash', [SANDBOX_SCRIPT, 'stop', dir]);
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * The built-in `tiny` profile as a CompiledProfile, built by hand (not by the compiler) so backend
+ * tests depend only on the view types. ensureTinyBuilt() runs scripts/build-tiny.sh, a quick no-op
+ * when profiles/tiny/build is up to date, so tests work from a clean clone after install-deps.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { CompiledProfile } from '../../src/sources/view.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const TINY_DIR = path.join(ROOT, 'profiles/tiny');
+
+export async function ensureTinyBuilt(): Promise<void> {
+  await execa('bash', [path.join(ROOT, 'scripts/build-tiny.sh')]);
+}
+
+async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await readFile(file)).digest('hex');
+}
+
+async function hashDir(dir: string): Promise<string> {
+  const h = createHash('sha256');
+  for (const name of (await readdir(dir)).sort()) h.update(`${name}\0${await sha256File(path.join(dir, name))}\n`);
+  return h.digest('hex');
+}
+
+export interface TinyOptions {
+  /** A provision dir to use instead of profiles/tiny/provision (e.g. one whose script fails). */
+  provisionDir?: string;
+}
+
+export async function tinyProfile(opts: TinyOptions = {}): Promise<CompiledProfile> {
+  const build = path.join(TINY_DIR, 'build');
+  const provisionDir = opts.provisionDir ?? path.join(TINY_DIR, 'provision');
+  const baseVersion = `sha256:${await sha256File(path.join(build, 'base.qcow2'))}`;
+  const inputsHash = `sha256:${createHash('sha256').update(`${baseVersion}\n${await hashDir(provisionDir)}`).digest('hex')}`;
+  return {
+    name: 'tiny',
+    source: 'builtin',
+    dir: TINY_DIR,
+    file: path.join(TINY_DIR, 'profile.yaml'),
+    runners: 2,
+    base: { kind: 'file', file: path.join(build, 'base.qcow2') },
+    baseVersion,
+    guest: {
+      cpus: 1,
+      memoryMiB: 128,
+      kernel: path.join(build, 'vmlinuz'),
+      initrd: path.join(build, 'initrd.img'),
+      cmdline: 'console=ttyS0 quiet',
+    },
+    provision: { dir: provisionDir, entry: 'provision.sh', timeoutSeconds: 120 },
+    rebuild: {},
+    labels: {},
+    inputs: [],
+    inputsHash,
+  };
+}
