@@ -21,7 +21,7 @@ export interface ReadProfile {
   base: BaseSpec;
   guest: GuestSpec;
   provision: ProvisionSpec;
-  rebuild: { maxAgeSeconds?: number; onBaseUpdate: boolean };
+  rebuild: { maxAgeSeconds?: number };
   labels: Record<string, string>;
   /** Every file that goes into the image (base, boot files, provision files), absolute and sorted. */
   files: string[];
@@ -42,7 +42,7 @@ interface RawProfile {
   base: { file?: string; url?: string; sha256?: string; oci?: string };
   guest?: { cpus?: number; memory?: number | string; xml?: string; kernel?: string; initrd?: string; cmdline?: string };
   provision?: { dir?: string; entry?: string; timeout?: number | string };
-  rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
+  rebuild?: { maxAge?: number | string };
   labels?: Record<string, string>;
   override?: boolean;
   mask?: boolean;
@@ -126,7 +126,7 @@ export async function readProfile(
       base,
       guest,
       provision: { dir: provisionDir, entry, timeoutSeconds: timeoutSeconds ?? 0 },
-      rebuild: { ...(maxAgeSeconds ? { maxAgeSeconds } : {}), onBaseUpdate: raw.rebuild?.onBaseUpdate ?? true },
+      rebuild: maxAgeSeconds ? { maxAgeSeconds } : {},
       labels: raw.labels ?? {},
       files: [...new Set([base.file, guest.xml, guest.kernel, guest.initrd, ...provisionFiles])]
         .filter((f): f is string => f !== undefined)

@@ -43,7 +43,7 @@ export interface CompiledProfile {
   baseVersion: string;
   guest: GuestSpec;
   provision: ProvisionSpec;
-  rebuild: { maxAgeSeconds?: number; onBaseUpdate: boolean };
+  rebuild: { maxAgeSeconds?: number };
   labels: Record<string, string>;
   inputs: InputFile[];
   /** sha256 over everything that goes into the image (not the runner count). */

@@ -1,0 +1,154 @@
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { Hypervisor } from '../hypervisor/hypervisor.js';
+import type { Action } from '../plan/types.js';
+import type { CompiledProfile } from '../sources/view.js';
+import type { BackoffStore } from '../state/backoff-store.js';
+import type { EventLog } from '../state/events.js';
+import { runBuild, type BuildDeps } from './run-build.js';
+
+export interface ApplyDeps extends BuildDeps {
+  hypervisor: Hypervisor;
+  log: Logger;
+  events: EventLog;
+  backoff: BackoffStore;
+  profiles: Map<string, CompiledProfile>;
+  concurrency: { builds: number; clones: number };
+  /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
+  queues?: { builds: PQueue; clones: PQueue };
+}
+
+export interface ActionResult {
+  action: Action;
+  ok: boolean;
+  error?: string;
+  durationMs: number;
+}
+
+export interface Applied {
+  /** Results of every non-build action, once they are all done. */
+  results: ActionResult[];
+  /** Resolves when every build this pass started has been promoted or discarded. */
+  builds: Promise<ActionResult[]>;
+}
+
+/** Phases run in an order that keeps the invariants: nothing is retired before its runners are gone. */
+const PHASES: Action['action'][][] = [
+  ['discard', 'promote'],
+  ['destroy-runner'],
+  ['create-runner', 'replace-runner'],
+  ['retire-template'],
+];
+
+/**
+ * Executes a plan. Each action is independent: one failure is recorded and the rest go on.
+ * Builds start in this pass and finish in the background (`builds`); runner work waits for nothing.
+ */
+export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied> {
+  const queues = deps.queues ?? {
+    builds: new PQueue({ concurrency: deps.concurrency.builds }),
+    clones: new PQueue({ concurrency: deps.concurrency.clones }),
+  };
+  const builds = Promise.all(
+    actions
+      .filter((a) => a.action === 'build')
+      .map((a) => queues.builds.add(() => execute(a, deps), { throwOnTimeout: true })),
+  );
+  const results: ActionResult[] = [];
+  for (const kinds of PHASES) {
+    const phase = actions.filter((a) => kinds.includes(a.action));
+    results.push(
+      ...(await Promise.all(phase.map((a) => queues.clones.add(() => execute(a, deps), { throwOnTimeout: true })))),
+    );
+  }
+  return { results, builds };
+}
+
+async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
+  const log = deps.log.child({ action: action.action, guest: action.guest, profile: action.profile });
+  const started = deps.clock();
+  let ok = true;
+  let error: string | undefined;
+  try {
+    const failure = await perform(action, { ...deps, log });
+    if (failure) [ok, error] = [false, failure];
+  } catch (e) {
+    [ok, error] = [false, (e as Error).message];
+  }
+  const durationMs = deps.clock().getTime() - started.getTime();
+  if (ok) log.info({ durationMs, reason: action.reason }, `${action.action} done`);
+  else log.warn({ durationMs, error }, `${action.action} failed`);
+  await deps.events.append({
+    time: started.toISOString(),
+    action: action.action,
+    guest: action.guest,
+    profile: action.profile,
+    reason: action.reason,
+    ok,
+    ...(error ? { error } : {}),
+    durationMs,
+  });
+  return { action, ok, ...(error ? { error } : {}), durationMs };
+}
+
+/** Does the work of one action; returns a failure message for an expected failure (a failed build). */
+async function perform(action: Action, deps: ApplyDeps): Promise<string | undefined> {
+  const hv = deps.hypervisor;
+  const profile = deps.profiles.get(action.profile);
+  switch (action.action) {
+    case 'build': {
+      if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
+      const result = await runBuild(profile, action.guest, action.gen, deps);
+      if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
+      if (result.verdict.ok) {
+        await hv.promote(action.guest, action.template);
+        await deps.backoff.recordSuccess(action.profile);
+        return undefined;
+      }
+      // The live template is never touched: only the failed rebuild and its disks go.
+      await hv.destroy(action.guest);
+      const entry = await deps.backoff.recordFailure(action.profile, result.verdict.reason, deps.clock());
+      deps.log.warn({ failures: entry.failures, until: entry.until }, 'backing off');
+      return result.verdict.reason;
+    }
+    case 'promote':
+      return void (await hv.promote(action.guest, action.template));
+    case 'discard':
+    case 'destroy-runner':
+    case 'retire-template':
+      return void (await hv.destroy(action.guest));
+    case 'create-runner':
+      return void (await createRunner(action.guest, action, deps));
+    case 'replace-runner':
+      if (action.createFirst) {
+        await createRunner(action.replacement, action, deps);
+        await hv.destroy(action.guest);
+      } else {
+        await hv.destroy(action.guest);
+        await createRunner(action.replacement, action, deps);
+      }
+      return undefined;
+  }
+}
+
+async function createRunner(
+  name: string,
+  action: { template: string; templateHash: string; profile: string },
+  deps: ApplyDeps,
+): Promise<void> {
+  const profile = deps.profiles.get(action.profile);
+  if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
+  const gen = action.template.slice(action.template.lastIndexOf('@') + 1);
+  await deps.hypervisor.createRunner({
+    template: action.template,
+    name,
+    profile,
+    meta: {
+      profile: action.profile,
+      gen,
+      inputsHash: action.templateHash,
+      baseVersion: profile.baseVersion,
+      createdAt: deps.clock().toISOString(),
+    },
+  });
+}

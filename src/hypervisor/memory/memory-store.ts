@@ -1,0 +1,53 @@
+import { readFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError } from '../../errors.js';
+import { writeFileAtomic } from '../../util/atomic-write.js';
+import { MemoryHypervisor, type BuildOutcome, type MemoryState } from './memory-hypervisor.js';
+
+const OUTCOMES: BuildOutcome[] = ['succeed', 'fail', 'hang', 'crash'];
+
+/**
+ * The memory backend as the CLI uses it: guests persisted in the state dir so successive runs see
+ * the same guests. Build outcomes come from $CORRAL_MEMORY_OUTCOMES (`tiny=fail,other=hang`).
+ */
+export async function openMemoryHypervisor(opts: {
+  stateDir: string;
+  prefix: string;
+  clock: () => Date;
+  env: NodeJS.ProcessEnv;
+}): Promise<MemoryHypervisor> {
+  const file = join(opts.stateDir, 'memory-hypervisor.json');
+  let initial: MemoryState | undefined;
+  try {
+    initial = JSON.parse(await readFile(file, 'utf8')) as MemoryState;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new ConfigError(`cannot read memory hypervisor state ${file}: ${(error as Error).message}`);
+  }
+  const outcomes = parseOutcomes(opts.env.CORRAL_MEMORY_OUTCOMES ?? '');
+  const buildMs = Number(opts.env.CORRAL_MEMORY_BUILD_MS ?? 0);
+  await mkdir(opts.stateDir, { recursive: true });
+  return new MemoryHypervisor({
+    prefix: opts.prefix,
+    clock: opts.clock,
+    outcome: (profile) => outcomes.get(profile) ?? outcomes.get('*') ?? 'succeed',
+    buildMs: Number.isFinite(buildMs) ? buildMs : 0,
+    save: (state) => writeFileAtomic(file, JSON.stringify(state)),
+    ...(initial ? { initial } : {}),
+  });
+}
+
+export function parseOutcomes(spec: string): Map<string, BuildOutcome> {
+  const map = new Map<string, BuildOutcome>();
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const [profile, outcome] = part.split('=');
+    if (!profile || !OUTCOMES.includes(outcome as BuildOutcome)) {
+      throw new ConfigError(`CORRAL_MEMORY_OUTCOMES: "${part}" is not <profile>=${OUTCOMES.join('|')}`);
+    }
+    map.set(profile, outcome as BuildOutcome);
+  }
+  return map;
+}

@@ -1,0 +1,111 @@
+import type { ObservedGuest } from '../hypervisor/hypervisor.js';
+import { runnerName } from '../hypervisor/names.js';
+import type { CompiledProfile } from '../sources/view.js';
+import type { Action, Policy } from './types.js';
+
+export interface RunnerPlan {
+  actions: Action[];
+  /** Template generations that runners still use after this plan (replaced runners count until gone). */
+  remainingGens: Set<string>;
+}
+
+/**
+ * Runner changes for one profile. Scale-down removes the least useful first: stopped runners,
+ * then runners on an outdated template, then the highest index — low indices are the stable names
+ * operators recognise. (Idle-first would need the CI system's view of jobs, which corral lacks.)
+ */
+export function planRunners(
+  profile: CompiledProfile,
+  runners: ObservedGuest[],
+  serving: ObservedGuest | undefined,
+  policy: Policy,
+): RunnerPlan {
+  const actions: Action[] = [];
+  const remainingGens = new Set<string>();
+  const base = { profile: profile.name };
+  const used = new Set(runners.map((r) => r.index ?? 0));
+  const nextName = () => {
+    let i = 1;
+    while (used.has(i)) i++;
+    used.add(i);
+    return runnerName(policy.prefix, profile.name, i);
+  };
+  const isDead = (r: ObservedGuest) => r.state === 'shutoff' || r.state === 'crashed';
+  const isOutdated = (r: ObservedGuest) => serving !== undefined && r.meta.gen !== serving.gen;
+  const byIndexDesc = (a: ObservedGuest, b: ObservedGuest) => (b.index ?? 0) - (a.index ?? 0);
+
+  const dead = runners.filter(isDead).sort(byIndexDesc);
+  const alive = runners.filter((r) => !isDead(r));
+  // Removal order for scale-down: dead, then outdated, then newest index.
+  const candidates = [
+    ...dead,
+    ...alive.filter(isOutdated).sort(byIndexDesc),
+    ...alive.filter((r) => !isOutdated(r)).sort(byIndexDesc),
+  ];
+  const excess = Math.max(0, runners.length - profile.runners);
+  const removed = new Set(candidates.slice(0, excess).map((r) => r.name));
+  for (const r of candidates.slice(0, excess)) {
+    const reason = isDead(r)
+      ? `${r.state}; ${runners.length} runners, want ${profile.runners}`
+      : `${runners.length} runners, want ${profile.runners}`;
+    actions.push({ ...base, action: 'destroy-runner', guest: r.name, reason });
+  }
+
+  for (const r of dead.filter((d) => !removed.has(d.name))) {
+    if (!serving) {
+      actions.push({
+        ...base,
+        action: 'destroy-runner',
+        guest: r.name,
+        reason: `${r.state} and no template to replace it from`,
+      });
+      continue;
+    }
+    // Ephemeral: a runner that shut off has done its job; its slot is already empty, so destroy first and reuse the name.
+    const reason = r.state === 'crashed' ? 'runner crashed' : 'runner shut off (job done)';
+    actions.push({
+      ...base,
+      action: 'replace-runner',
+      guest: r.name,
+      replacement: r.name,
+      template: serving.name,
+      templateHash: serving.meta.inputsHash,
+      createFirst: false,
+      reason,
+    });
+    remainingGens.add(serving.gen ?? '');
+  }
+
+  const kept = alive.filter((r) => !removed.has(r.name));
+  if (serving) {
+    for (let i = runners.length - removed.size; i < profile.runners; i++) {
+      actions.push({
+        ...base,
+        action: 'create-runner',
+        guest: nextName(),
+        template: serving.name,
+        templateHash: serving.meta.inputsHash,
+        reason: `${runners.length - removed.size} runners, want ${profile.runners}`,
+      });
+    }
+    remainingGens.add(serving.gen ?? '');
+  }
+  const surge = Math.max(1, Math.ceil(profile.runners * policy.surgeFraction));
+  let replacing = 0;
+  for (const r of kept.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))) {
+    remainingGens.add(r.meta.gen);
+    if (!serving || !isOutdated(r) || replacing >= surge) continue;
+    replacing++;
+    actions.push({
+      ...base,
+      action: 'replace-runner',
+      guest: r.name,
+      replacement: nextName(),
+      template: serving.name,
+      templateHash: serving.meta.inputsHash,
+      createFirst: true,
+      reason: `on template ${r.meta.gen}; live is ${serving.gen}`,
+    });
+  }
+  return { actions, remainingGens };
+}

@@ -1,0 +1,55 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BackoffEntry } from '../plan/types.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+
+/**
+ * Per-profile back-off after failed builds, persisted so that cron runs honour it too.
+ * Updates are serialized in-process; only the lock holder writes.
+ */
+export class BackoffStore {
+  private readonly file: string;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    stateDir: string,
+    private readonly policy: { initialSeconds: number; maxSeconds: number },
+  ) {
+    this.file = join(stateDir, 'backoff.json');
+  }
+
+  async read(): Promise<Record<string, BackoffEntry>> {
+    try {
+      return JSON.parse(await readFile(this.file, 'utf8')) as Record<string, BackoffEntry>;
+    } catch {
+      return {};
+    }
+  }
+
+  recordFailure(profile: string, error: string, now: Date): Promise<BackoffEntry> {
+    return this.update((all) => {
+      const failures = (all[profile]?.failures ?? 0) + 1;
+      const delay = Math.min(this.policy.maxSeconds, this.policy.initialSeconds * 2 ** (failures - 1));
+      const entry = { failures, until: new Date(now.getTime() + delay * 1000).toISOString(), lastError: error };
+      all[profile] = entry;
+      return entry;
+    });
+  }
+
+  recordSuccess(profile: string): Promise<void> {
+    return this.update((all) => {
+      delete all[profile];
+    });
+  }
+
+  private update<T>(change: (all: Record<string, BackoffEntry>) => T): Promise<T> {
+    const next = this.chain.then(async () => {
+      const all = await this.read();
+      const result = change(all);
+      await writeFileAtomic(this.file, `${JSON.stringify(all, null, 2)}\n`);
+      return result;
+    });
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+}
