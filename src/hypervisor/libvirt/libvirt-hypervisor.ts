@@ -76,7 +76,7 @@ export class LibvirtHypervisor implements Hypervisor {
       ...boot,
       domainType: this.domainType,
     });
-    await this.virsh.run(['define', '/dev/stdin'], xml);
+    await this.virsh.define(xml);
     await this.virsh.run(['start', req.name]);
     log.info({ disk: files.disk, base }, 'rebuild guest started');
   }
@@ -126,7 +126,7 @@ export class LibvirtHypervisor implements Hypervisor {
     if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
     const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files });
     await Promise.all([createOverlay(this.exec, templateDisk, files.disk), writeFile(files.status, '')]);
-    await this.virsh.run(['define', '/dev/stdin'], xml);
+    await this.virsh.define(xml);
     await this.virsh.run(['start', req.name]);
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }

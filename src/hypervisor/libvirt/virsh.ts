@@ -4,6 +4,9 @@
  * whose printed form (quotes removed) never appears in the echoed command lines.
  */
 import { randomBytes } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { CommandError } from '../../errors.js';
 import type { Exec } from './exec.js';
 
@@ -11,6 +14,8 @@ export interface Virsh {
   run(args: readonly string[], input?: string): Promise<string>;
   /** One process for all commands; each result is that command's stdout ('' when it failed). */
   batch(commands: readonly string[]): Promise<string[]>;
+  /** `virsh define` of an XML document (persistent guest). */
+  define(xml: string): Promise<void>;
 }
 
 /** Quotes an argument for virsh's own command-line parser. */
@@ -34,6 +39,16 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
         `echo @@corral-${nonce}''@@end@@\n`;
       const r = await exec('virsh', base, { input: script });
       return splitBatch(r.stdout, nonce, commands.length);
+    },
+    async define(xml) {
+      // Through a file: Node gives children a socket as stdin, and virsh cannot open /dev/stdin on it.
+      const file = path.join(os.tmpdir(), `corral-define-${randomBytes(6).toString('hex')}.xml`);
+      await writeFile(file, xml);
+      try {
+        await exec('virsh', [...base, 'define', file]);
+      } finally {
+        await rm(file, { force: true });
+      }
     },
   };
 }
