@@ -16,6 +16,7 @@ export interface HostConfig {
   imagesDir: string;
   hypervisor: 'libvirt' | 'memory';
   libvirtUri: string;
+  libvirtDomainType: 'qemu' | 'kvm';
   /** Ordered: the built-in profiles first (unless disabled), then the config's sources. */
   sources: SourceSpec[];
   concurrency: { builds: number; clones: number };
@@ -62,7 +63,7 @@ function normalize(
     stateDir?: string;
     imagesDir?: string;
     hypervisor?: 'libvirt' | 'memory';
-    libvirt?: { uri?: string };
+    libvirt?: { uri?: string; domainType?: 'qemu' | 'kvm' };
     builtinProfiles?: boolean;
     sources?: { name: string; path?: string; glob?: string }[];
     concurrency?: { builds?: number; clones?: number };
@@ -113,6 +114,7 @@ function normalize(
     imagesDir: resolve(base, c.imagesDir ?? 'images'),
     hypervisor: c.hypervisor ?? 'libvirt',
     libvirtUri: c.libvirt?.uri ?? opts.env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system',
+    libvirtDomainType: c.libvirt?.domainType ?? 'qemu',
     sources,
     concurrency: { builds: c.concurrency?.builds ?? 2, clones: c.concurrency?.clones ?? 4 },
     keepTemplates: c.keepTemplates ?? 2,

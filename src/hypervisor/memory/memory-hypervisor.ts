@@ -64,6 +64,7 @@ export class MemoryHypervisor implements Hypervisor {
   private readonly guests = new Map<string, MemoryGuest>();
   private readonly backing = new Map<string, string>();
   private readonly failures: { method: Method; remaining: number; message: string }[] = [];
+  private saving: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: MemoryOptions) {
     for (const g of opts.initial?.guests ?? []) this.guests.set(g.name, g);
@@ -242,7 +243,12 @@ export class MemoryHypervisor implements Hypervisor {
     return guest;
   }
 
-  private async persist(): Promise<void> {
-    await this.opts.save?.(this.snapshot());
+  /** Saves run one after another, each taking the snapshot when it starts, so the last write is the newest state. */
+  private persist(): Promise<void> {
+    const save = this.opts.save;
+    if (!save) return Promise.resolve();
+    const next = this.saving.then(() => save(this.snapshot()));
+    this.saving = next.catch(() => undefined);
+    return next;
   }
 }

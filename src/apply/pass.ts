@@ -1,0 +1,93 @@
+import type { Logger } from 'pino';
+import type PQueue from 'p-queue';
+import type { HostConfig } from '../config/host-config.js';
+import type { Hypervisor, Observation } from '../hypervisor/hypervisor.js';
+import { plan } from '../plan/plan.js';
+import type { Plan } from '../plan/types.js';
+import type { CompiledView } from '../sources/view.js';
+import type { BackoffStore } from '../state/backoff-store.js';
+import type { EventLog } from '../state/events.js';
+import { apply, type ActionResult } from './apply.js';
+
+export const SURGE_FRACTION = 0.25;
+
+export interface PassDeps {
+  config: HostConfig;
+  hypervisor: Hypervisor;
+  log: Logger;
+  clock: () => Date;
+  sleep: (ms: number) => Promise<void>;
+  events: EventLog;
+  backoff: BackoffStore;
+  /** Token of the lock this process holds: rebuilds carrying it are ours and in flight. */
+  ownerToken?: string;
+  stopping?: Promise<void>;
+  pollMs: number;
+  queues?: { builds: PQueue; clones: PQueue };
+}
+
+export interface PassResult {
+  plan: Plan;
+  observed: Observation;
+  results: ActionResult[];
+  builds: Promise<ActionResult[]>;
+}
+
+/** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
+export async function observeAndPlan(
+  view: CompiledView,
+  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'ownerToken'>,
+): Promise<{ plan: Plan; observed: Observation }> {
+  const [observed, backoff] = await Promise.all([deps.hypervisor.observe(), deps.backoff.read()]);
+  const policy = {
+    prefix: deps.config.prefix,
+    keepTemplates: deps.config.keepTemplates,
+    backoff,
+    surgeFraction: SURGE_FRACTION,
+    ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
+  };
+  return { plan: plan({ profiles: view.profiles, observed, now: deps.clock(), policy }), observed };
+}
+
+/** One level-triggered pass: recompute everything from what is observed now, then act. */
+export async function runPass(view: CompiledView, deps: PassDeps): Promise<PassResult> {
+  const started = deps.clock().getTime();
+  const { plan: thePlan, observed } = await observeAndPlan(view, deps);
+  const applied = await apply(thePlan.actions, {
+    ...deps,
+    profiles: new Map(view.profiles.map((p) => [p.name, p])),
+    concurrency: deps.config.concurrency,
+  });
+  const counts: Record<string, number> = {};
+  for (const a of thePlan.actions) counts[a.action] = (counts[a.action] ?? 0) + 1;
+  deps.log.info(
+    {
+      generation: view.generation,
+      durationMs: deps.clock().getTime() - started,
+      guests: observed.guests.length,
+      actions: counts,
+      failed: applied.results.filter((r) => !r.ok).length,
+      waits: thePlan.waits.length,
+    },
+    'pass done',
+  );
+  return { plan: thePlan, observed, ...applied };
+}
+
+/**
+ * `reconcile --once`: passes until nothing is left to do (a pass may make room for the next one:
+ * a promoted template lets runners roll), waiting for the builds each pass starts.
+ */
+export async function converge(
+  view: CompiledView,
+  deps: PassDeps,
+  maxPasses = 20,
+): Promise<{ passes: number; results: ActionResult[]; last: Plan }> {
+  const results: ActionResult[] = [];
+  for (let passes = 1; ; passes++) {
+    const pass = await runPass(view, deps);
+    results.push(...pass.results, ...(await pass.builds));
+    const progressed = pass.plan.actions.length > 0 && pass.results.concat(await pass.builds).some((r) => r.ok);
+    if (!progressed || passes >= maxPasses) return { passes, results, last: pass.plan };
+  }
+}

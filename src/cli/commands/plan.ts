@@ -1,0 +1,27 @@
+import { observeAndPlan } from '../../apply/pass.js';
+import { formatPlan, planToJson } from '../../plan/format.js';
+import { EXIT, type Command } from '../command.js';
+import { liveOwnerToken, openRuntime, previewView } from '../runtime.js';
+
+export const planCommand: Command = {
+  name: 'plan',
+  summary: 'Show what a reconcile pass would do now, and why; changes nothing.',
+  usage: 'corral plan [--json] [--detailed-exitcode]',
+  optionsHelp: '  --detailed-exitcode  exit 0 when in sync, 2 when changes are pending, 1 on error',
+  options: { 'detailed-exitcode': { type: 'boolean' } },
+  async run(ctx) {
+    const { view, generation } = await previewView(ctx);
+    const runtime = await openRuntime(ctx);
+    const ownerToken = await liveOwnerToken(ctx.config.stateDir);
+    const { plan } = await observeAndPlan(view, {
+      config: ctx.config,
+      hypervisor: runtime.hypervisor,
+      clock: runtime.clock,
+      backoff: runtime.backoff,
+      ...(ownerToken ? { ownerToken } : {}),
+    });
+    if (ctx.json) ctx.io.out(`${JSON.stringify(planToJson(plan, generation), null, 2)}\n`);
+    else ctx.io.out(formatPlan(plan));
+    return ctx.args['detailed-exitcode'] && plan.actions.length > 0 ? EXIT.changes : EXIT.ok;
+  },
+};

@@ -1,0 +1,82 @@
+import { ConfigError, formatProblem } from '../../errors.js';
+import { converge } from '../../apply/pass.js';
+import { FileDigests } from '../../sources/inputs.js';
+import { acquireLock } from '../../state/lock.js';
+import { refreshView } from '../../state/refresh-view.js';
+import { EXIT, type Command } from '../command.js';
+import { openRuntime } from '../runtime.js';
+import { planCommand } from './plan.js';
+
+export const reconcileCommand: Command = {
+  name: 'reconcile',
+  summary: 'Compile the sources and converge the guests in one run (for cron); waits for the builds it starts.',
+  usage: 'corral reconcile --once [--dry-run] [--wait] [--json]',
+  optionsHelp: `  --once               run until converged, then exit (the only mode; "corral watch" is the daemon)
+  --dry-run            only print the plan (same as "corral plan")
+  --wait               wait for the state-dir lock instead of exiting with code 75`,
+  options: { once: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, wait: { type: 'boolean' } },
+  async run(ctx) {
+    if (ctx.args['dry-run']) return planCommand.run(ctx);
+    if (!ctx.args.once)
+      throw new ConfigError('reconcile needs --once (for a long-running reconciler use "corral watch")');
+    const lock = await acquireLock(ctx.config.stateDir, {
+      command: 'reconcile --once',
+      wait: ctx.args.wait === true,
+      log: ctx.log,
+    });
+    let stop = () => {};
+    const stopping = new Promise<void>((resolve) => (stop = resolve));
+    ctx.signals.onStop(() => {
+      ctx.log.warn(
+        'stop requested: finishing the current actions; builds in flight are left for the next pass to discard',
+      );
+      stop();
+    });
+    try {
+      const refreshed = await refreshView(ctx.config, {
+        validators: ctx.validators,
+        digests: new FileDigests(),
+        now: ctx.now(),
+      });
+      if (!refreshed.ok) {
+        if (!refreshed.view)
+          throw new ConfigError('the sources do not compile and no earlier view exists', refreshed.problems);
+        ctx.log.error(
+          { problems: refreshed.problems.map(formatProblem) },
+          `the sources do not compile; converging to the last good view (generation ${refreshed.view.generation})`,
+        );
+      }
+      const view = refreshed.view!;
+      const runtime = await openRuntime(ctx);
+      const result = await converge(view, {
+        config: ctx.config,
+        log: ctx.log,
+        ownerToken: lock.holder.token,
+        stopping,
+        ...runtime,
+      });
+      const failed = result.results.filter((r) => !r.ok);
+      if (ctx.json) {
+        ctx.io.out(
+          `${JSON.stringify({ generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, problems: refreshed.problems }, null, 2)}\n`,
+        );
+      } else {
+        for (const r of result.results)
+          ctx.io.out(
+            `${r.ok ? 'ok    ' : 'FAILED'} ${r.action.action} ${r.action.guest}${r.error ? `: ${r.error}` : ''} (${(r.durationMs / 1000).toFixed(1)}s)\n`,
+          );
+        for (const w of result.last.waits) ctx.io.out(`waiting ${w.profile}: ${w.reason}\n`);
+        ctx.io.out(
+          `generation ${view.generation}: ${result.results.length} action(s) in ${result.passes} pass(es), ${failed.length} failed\n`,
+        );
+      }
+      if (!refreshed.ok) {
+        for (const p of refreshed.problems) ctx.io.err(`${formatProblem(p)}\n`);
+        return EXIT.error;
+      }
+      return EXIT.ok;
+    } finally {
+      await lock.release();
+    }
+  },
+};

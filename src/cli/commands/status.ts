@@ -1,0 +1,107 @@
+import { observeAndPlan } from '../../apply/pass.js';
+import { formatProblem } from '../../errors.js';
+import { createdAt, newestFirst } from '../../plan/gen-time.js';
+import { readCurrentView } from '../../state/compiled-store.js';
+import { isAlive, readLockHolder } from '../../state/lock.js';
+import { readWatchStatus } from '../../state/watch-status.js';
+import { formatDuration } from '../../util/duration.js';
+import { EXIT, type Command } from '../command.js';
+import { openRuntime, previewView } from '../runtime.js';
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary:
+    'Per profile: live template, runners ready/desired, last result, build in flight, and why anything is pending.',
+  usage: 'corral status [--json]',
+  optionsHelp: '',
+  options: {},
+  async run(ctx) {
+    const view = (await readCurrentView(ctx.config.stateDir)) ?? (await previewView(ctx)).view;
+    const runtime = await openRuntime(ctx);
+    const holder = await readLockHolder(ctx.config.stateDir);
+    const live = holder && isAlive(holder) ? holder : undefined;
+    const { plan, observed } = await observeAndPlan(view, {
+      config: ctx.config,
+      hypervisor: runtime.hypervisor,
+      clock: runtime.clock,
+      backoff: runtime.backoff,
+      ...(live ? { ownerToken: live.token } : {}),
+    });
+    const events = await runtime.events.recent(2000);
+    const watch = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
+    const now = ctx.now();
+    const profiles = view.profiles.map((p) => {
+      const guests = observed.guests.filter((g) => g.profile === p.name);
+      const templates = guests.filter((g) => g.role === 'template').sort(newestFirst);
+      const liveTemplate = templates.find((t) => t.meta.inputsHash === p.inputsHash) ?? templates[0];
+      const runners = guests.filter((g) => g.role === 'runner');
+      const building = guests.find((g) => g.role === 'rebuild');
+      const last = events.filter((e) => e.profile === p.name && e.action === 'build').pop();
+      return {
+        name: p.name,
+        source: p.source,
+        template: liveTemplate
+          ? {
+              name: liveTemplate.name,
+              gen: liveTemplate.gen,
+              current: liveTemplate.meta.inputsHash === p.inputsHash,
+              ageSeconds: Math.round((now.getTime() - createdAt(liveTemplate).getTime()) / 1000),
+              baseVersion: liveTemplate.meta.baseVersion,
+            }
+          : null,
+        runners: {
+          ready: runners.filter((r) => r.state === 'running' && r.meta.gen === liveTemplate?.gen).length,
+          running: runners.filter((r) => r.state === 'running').length,
+          desired: p.runners,
+        },
+        building: building
+          ? {
+              name: building.name,
+              state: building.state,
+              forSeconds: Math.round((now.getTime() - createdAt(building).getTime()) / 1000),
+            }
+          : null,
+        lastBuild: last ? { time: last.time, ok: last.ok, ...(last.error ? { error: last.error } : {}) } : null,
+        pending: plan.waits.filter((w) => w.profile === p.name).map((w) => w.reason),
+        changes: plan.actions.filter((a) => a.profile === p.name).length,
+      };
+    });
+    const result = {
+      generation: view.generation,
+      hypervisor: runtime.hypervisor.kind,
+      lock: live ? { pid: live.pid, command: live.command, since: live.startedAt } : null,
+      problems: watch?.problems ?? [],
+      profiles,
+      unrecognized: observed.unrecognized,
+    };
+    if (ctx.json) {
+      ctx.io.out(`${JSON.stringify(result, null, 2)}\n`);
+      return EXIT.ok;
+    }
+    const out: string[] = [
+      `generation ${view.generation} · ${result.hypervisor}${live ? ` · locked by pid ${live.pid} (${live.command})` : ''}`,
+    ];
+    for (const p of profiles) {
+      const t = p.template
+        ? `${p.template.name} (${formatDuration(p.template.ageSeconds)} old${p.template.current ? '' : ', OUTDATED'})`
+        : 'no template';
+      out.push(
+        `${p.name}  template: ${t}  runners: ${p.runners.ready}/${p.runners.desired} ready${p.runners.running !== p.runners.ready ? ` (${p.runners.running} running)` : ''}`,
+      );
+      if (p.building)
+        out.push(`  building: ${p.building.name} (${p.building.state}, ${formatDuration(p.building.forSeconds)})`);
+      if (p.lastBuild)
+        out.push(`  last build: ${p.lastBuild.ok ? 'ok' : `FAILED: ${p.lastBuild.error}`} at ${p.lastBuild.time}`);
+      for (const reason of p.pending) out.push(`  pending: ${reason}`);
+      if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);
+    }
+    for (const u of observed.unrecognized) out.push(`? ${u.name}: ${u.reason} (left alone)`);
+    if (result.problems.length > 0)
+      out.push(
+        `watch is using the last good view; the sources have problems:`,
+        ...result.problems.map((pr) => `  ${formatProblem(pr)}`),
+      );
+    ctx.io.out(`${out.join('\n')}\n`);
+    return EXIT.ok;
+  },
+};

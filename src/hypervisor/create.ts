@@ -1,0 +1,22 @@
+import type { Logger } from 'pino';
+import type { HostConfig } from '../config/host-config.js';
+import type { Hypervisor } from './hypervisor.js';
+import { openMemoryHypervisor } from './memory/memory-store.js';
+import { createLibvirtHypervisor } from './libvirt/libvirt-hypervisor.js';
+
+/** The backend the host config (or --hypervisor) selects. */
+export async function createHypervisor(
+  config: HostConfig,
+  deps: { log: Logger; clock: () => Date; env: NodeJS.ProcessEnv },
+): Promise<Hypervisor> {
+  if (config.hypervisor === 'memory') {
+    return openMemoryHypervisor({ stateDir: config.stateDir, prefix: config.prefix, clock: deps.clock, env: deps.env });
+  }
+  return createLibvirtHypervisor({
+    uri: config.libvirtUri,
+    prefix: config.prefix,
+    imagesDir: config.imagesDir,
+    log: deps.log,
+    domainType: config.libvirtDomainType,
+  });
+}

@@ -1,0 +1,39 @@
+import type { Action, Plan } from './types.js';
+
+const SYMBOL: Record<Action['action'], string> = {
+  build: '+',
+  'create-runner': '+',
+  promote: '~',
+  'replace-runner': '~',
+  discard: '-',
+  'destroy-runner': '-',
+  'retire-template': '-',
+};
+
+export function planToJson(plan: Plan, generation: number | null): object {
+  return { format_version: 1, generation, actions: plan.actions, waits: plan.waits, unrecognized: plan.unrecognized };
+}
+
+/** Terraform-like lines: `+` creates, `~` changes, `-` removes; `=` says why a profile waits. */
+export function formatPlan(plan: Plan): string {
+  const lines: string[] = [];
+  for (const a of plan.actions) {
+    const target =
+      a.action === 'replace-runner' && a.replacement !== a.guest
+        ? `${a.guest} → ${a.replacement}`
+        : a.action === 'promote'
+          ? `${a.guest} → ${a.template}`
+          : a.guest;
+    const from = a.action === 'create-runner' || a.action === 'replace-runner' ? ` (from ${a.template})` : '';
+    lines.push(`  ${SYMBOL[a.action]} ${target}  ${a.action}: ${a.reason}${from}`);
+  }
+  for (const w of plan.waits) lines.push(`  = ${w.profile}: ${w.reason}`);
+  for (const u of plan.unrecognized) lines.push(`  ? ${u.name}: ${u.reason} (left alone)`);
+  const counts = new Map<string, number>();
+  for (const a of plan.actions) counts.set(a.action, (counts.get(a.action) ?? 0) + 1);
+  const summary =
+    plan.actions.length === 0
+      ? 'No changes: guests match the compiled view.'
+      : `Plan: ${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}.`;
+  return `${lines.join('\n')}${lines.length ? '\n' : ''}${summary}\n`;
+}
