@@ -120,13 +120,20 @@ export class LibvirtHypervisor implements Hypervisor {
 
   async createRunner(req: RunnerRequest): Promise<void> {
     const files = runnerFiles(this.layout, req.name);
+    const t = parseName(this.prefix, req.template);
+    if (t?.role !== 'template') throw new Error(`${req.template} is not a template guest name`);
     await Promise.all([this.layout.runnersDir, this.layout.statusDir].map((d) => mkdir(d, { recursive: true })));
-    const templateXml = await this.virsh.run(['dumpxml', '--inactive', req.template]);
+    // The template disk follows from the name, so the overlay need not wait for dumpxml.
+    const expectedDisk = buildFiles(this.layout, t.profile, t.gen).disk;
+    const [templateXml] = await Promise.all([
+      this.virsh.run(['dumpxml', '--inactive', req.template]),
+      createOverlay(this.exec, expectedDisk, files.disk),
+      writeFile(files.status, ''),
+    ]);
     const templateDisk = rootDiskOf(parseDomainXml(templateXml));
     if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-    const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files });
-    await Promise.all([createOverlay(this.exec, templateDisk, files.disk), writeFile(files.status, '')]);
-    await this.virsh.define(xml);
+    if (path.resolve(templateDisk) !== expectedDisk) await createOverlay(this.exec, templateDisk, files.disk);
+    await this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files }));
     await this.virsh.run(['start', req.name]);
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }
@@ -139,11 +146,6 @@ export class LibvirtHypervisor implements Hypervisor {
     const file = filesForName(this.layout, this.prefix, name)?.consoleLog;
     if (!file) return undefined;
     return readFile(file, 'utf8').catch(() => undefined);
-  }
-
-  /** Where this backend keeps its files (for tests and `gc`). */
-  get imagesDir(): string {
-    return path.resolve(this.layout.root);
   }
 }
 

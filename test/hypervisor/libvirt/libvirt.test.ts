@@ -2,7 +2,7 @@
  * The libvirt backend against a real, isolated libvirtd and real TCG guests of the tiny profile.
  * One daemon for the file; guests are cleaned up by the sandbox whatever happens.
  */
-import { mkdtemp, readdir, rm, writeFile, cp } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -18,6 +18,7 @@ import { createVirsh } from '../../../src/hypervisor/libvirt/virsh.js';
 import { parseDomainXml } from '../../../src/hypervisor/libvirt/domain-xml.js';
 import { readMeta } from '../../../src/hypervisor/libvirt/metadata.js';
 import { rebuildDomainXml } from '../../../src/hypervisor/libvirt/build-xml.js';
+import { ensureBaseImage } from '../../../src/images/base-cache.js';
 
 const PREFIX = 'ci';
 const log = pino({ level: process.env['CORRAL_TEST_LOG'] ?? 'silent' });
@@ -26,15 +27,28 @@ let daemon: Libvirtd;
 let imagesDir: string;
 let workDir: string;
 let tiny: CompiledProfile;
-const calls: { file: string; args: readonly string[] }[] = [];
-const countingExec: Exec = (file, args, opts) => {
-  calls.push({ file, args });
-  return execaExec(file, args, opts);
+const calls: { file: string; args: readonly string[]; ms?: number }[] = [];
+const countingExec: Exec = async (file, args, opts) => {
+  const call: (typeof calls)[number] = { file, args };
+  calls.push(call);
+  const t0 = performance.now();
+  try {
+    return await execaExec(file, args, opts);
+  } finally {
+    call.ms = performance.now() - t0;
+  }
 };
 let hv: Hypervisor;
 
 function metaFor(profile: CompiledProfile, gen: string): GuestMeta {
-  return { profile: profile.name, gen, inputsHash: profile.inputsHash, baseVersion: profile.baseVersion, createdAt: new Date().toISOString(), owner: 'test-lock' };
+  return {
+    profile: profile.name,
+    gen,
+    inputsHash: profile.inputsHash,
+    baseVersion: profile.baseVersion,
+    createdAt: new Date().toISOString(),
+    owner: 'test-lock',
+  };
 }
 
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -47,7 +61,10 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
-async function buildToVerdict(profile: CompiledProfile, gen: string): Promise<{ name: string; verdict: unknown; ms: number }> {
+async function buildToVerdict(
+  profile: CompiledProfile,
+  gen: string,
+): Promise<{ name: string; verdict: unknown; ms: number }> {
   const name = rebuildName(PREFIX, profile.name, gen);
   const t0 = performance.now();
   await hv.startBuild({ name, profile, meta: metaFor(profile, gen) });
@@ -84,8 +101,14 @@ describe('libvirt hypervisor', () => {
     const name = rebuildName(PREFIX, 'tiny', gen);
     const meta = metaFor(tiny, gen);
     const xml = await rebuildDomainXml({
-      name, profile: tiny, meta, domainType: 'qemu',
-      disk: '/nonexistent/disk.qcow2', seed: '/nonexistent/seed.iso', status: '/nonexistent/status', consoleLog: '/nonexistent/log',
+      name,
+      profile: tiny,
+      meta,
+      domainType: 'qemu',
+      disk: '/nonexistent/disk.qcow2',
+      seed: '/nonexistent/seed.iso',
+      status: '/nonexistent/status',
+      consoleLog: '/nonexistent/log',
     });
     await virsh.define(xml);
     const back = parseDomainXml(await virsh.run(['dumpxml', name]));
@@ -104,16 +127,32 @@ describe('libvirt hypervisor', () => {
 
     const obs1 = await hv.observe();
     expect(obs1.guests).toEqual([
-      expect.objectContaining({ name: built.name, role: 'rebuild', profile: 'tiny', gen, state: 'shutoff', verdict: { ok: true } }),
+      expect.objectContaining({
+        name: built.name,
+        role: 'rebuild',
+        profile: 'tiny',
+        gen,
+        state: 'shutoff',
+        verdict: { ok: true },
+      }),
     ]);
 
     const template = templateName(PREFIX, 'tiny', gen);
     await hv.promote(built.name, template);
     const runners = [runnerName(PREFIX, 'tiny', 0), runnerName(PREFIX, 'tiny', 1)];
     for (const name of runners) {
+      calls.length = 0;
       const t0 = performance.now();
       await hv.createRunner({ template, name, profile: tiny, meta: { ...metaFor(tiny, gen), owner: undefined } });
-      console.info(`runner ${name} defined+started: ${(performance.now() - t0).toFixed(0)} ms`);
+      const total = performance.now() - t0;
+      const start = calls.find((c) => c.args.includes('start'))?.ms ?? 0;
+      const steps = calls.map(
+        (c) => `${c.file} ${c.args.find((a) => !a.startsWith('-') && !a.includes('://')) ?? ''} ${c.ms?.toFixed(0)}ms`,
+      );
+      console.info(
+        `runner ${name}: clone ${(total - start).toFixed(0)} ms + start ${start.toFixed(0)} ms [${steps.join(', ')}]`,
+      );
+      expect(total - start).toBeLessThan(1000);
     }
     for (const name of runners) {
       const line = await until(`${name} to boot`, 60_000, async () => {
@@ -155,20 +194,73 @@ describe('libvirt hypervisor', () => {
     await hv.destroy(built.name);
   }, 120_000);
 
+  it('reports a guest kernel panic as a crashed, failed build', async () => {
+    const provisionDir = path.join(workDir, 'panicking-provision');
+    await cp(tiny.provision.dir, provisionDir, { recursive: true });
+    await writeFile(path.join(provisionDir, 'provision.sh'), '#!/bin/sh\necho c > /proc/sysrq-trigger\nsleep 60\n');
+    const panicking = await tinyProfile({ provisionDir });
+    const gen = makeGen(new Date(), panicking.inputsHash);
+    const built = await buildToVerdict(panicking, gen);
+    expect(built.verdict).toEqual({ ok: false, reason: expect.stringContaining('crashed') });
+    expect((await hv.observe()).guests).toEqual([expect.objectContaining({ name: built.name, state: 'crashed' })]);
+    await hv.destroy(built.name);
+    expect((await filesUnder(imagesDir)).filter((f) => !f.startsWith('base/'))).toEqual([]);
+  }, 120_000);
+
+  it('never deletes a template disk that another guest still backs on', async () => {
+    const virsh = createVirsh(daemon.uri, execaExec);
+    const gen = makeGen(new Date(), tiny.inputsHash);
+    const template = templateName(PREFIX, 'tiny', gen);
+    const runner = runnerName(PREFIX, 'tiny', 5);
+    const base = await ensureBaseImage(tiny, { imagesDir, exec: execaExec });
+    const disk = path.join(imagesDir, 'templates', `tiny@${gen}.qcow2`);
+    const runnerDisk = path.join(imagesDir, 'runners', `${runner}.qcow2`);
+    for (const f of [disk, runnerDisk]) await mkdir(path.dirname(f), { recursive: true });
+    await execaExec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, disk]);
+    await execaExec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk, runnerDisk]);
+    const common = {
+      profile: tiny,
+      meta: metaFor(tiny, gen),
+      domainType: 'qemu',
+      seed: '/nonexistent/s.iso',
+      status: '/nonexistent/st',
+      consoleLog: '/nonexistent/l',
+    };
+    await virsh.define(await rebuildDomainXml({ ...common, name: template, disk }));
+    await virsh.define(await rebuildDomainXml({ ...common, name: runner, disk: runnerDisk }));
+
+    await hv.destroy(template);
+    expect(await filesUnder(path.join(imagesDir, 'templates'))).toEqual([path.basename(disk)]);
+    await hv.destroy(runner);
+    expect(await filesUnder(path.join(imagesDir, 'runners'))).toEqual([]);
+    await rm(disk);
+  });
+
   it('observes many guests with at most two virsh processes, leaving foreign and unparsable ones alone', async () => {
     const virsh = createVirsh(daemon.uri, execaExec);
     const gen = makeGen(new Date(), tiny.inputsHash);
     const template = templateName(PREFIX, 'tiny', gen);
     const baseXml = await rebuildDomainXml({
-      name: template, profile: tiny, meta: metaFor(tiny, gen), domainType: 'qemu',
-      disk: '/nonexistent/d.qcow2', seed: '/nonexistent/s.iso', status: '/nonexistent/st', consoleLog: '/nonexistent/l',
+      name: template,
+      profile: tiny,
+      meta: metaFor(tiny, gen),
+      domainType: 'qemu',
+      disk: '/nonexistent/d.qcow2',
+      seed: '/nonexistent/s.iso',
+      status: '/nonexistent/st',
+      consoleLog: '/nonexistent/l',
     });
     await virsh.define(baseXml);
     const N = 12;
     for (let i = 0; i < N; i++) {
-      await virsh.define(baseXml.replace(`<name>${template}</name>`, `<name>${runnerName(PREFIX, 'tiny', i)}</name>`).replace(/<uuid>.*<\/uuid>/, ''));
+      await virsh.define(
+        baseXml
+          .replace(`<name>${template}</name>`, `<name>${runnerName(PREFIX, 'tiny', i)}</name>`)
+          .replace(/<uuid>.*<\/uuid>/, ''),
+      );
     }
-    const plain = (name: string): string => `<domain type='qemu'><name>${name}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>`;
+    const plain = (name: string): string =>
+      `<domain type='qemu'><name>${name}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>`;
     await virsh.define(plain('someone-elses-vm'));
     await virsh.define(plain('ci-not-a-corral-name'));
     await virsh.define(plain('ci-runner-tiny.99'));
