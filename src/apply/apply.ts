@@ -14,6 +14,8 @@ export interface ApplyDeps extends BuildDeps {
   backoff: BackoffStore;
   profiles: Map<string, CompiledProfile>;
   concurrency: { builds: number; clones: number };
+  /** Names of the builds being waited on; the planner treats our other rebuilds as orphans. */
+  inFlight?: Set<string>;
   /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
   queues?: { builds: PQueue; clones: PQueue };
 }
@@ -98,7 +100,10 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   switch (action.action) {
     case 'build': {
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      const result = await runBuild(profile, action.guest, action.gen, deps);
+      deps.inFlight?.add(action.guest);
+      const result = await runBuild(profile, action.guest, action.gen, deps).finally(() =>
+        deps.inFlight?.delete(action.guest),
+      );
       if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
       if (result.verdict.ok) {
         await hv.promote(action.guest, action.template);

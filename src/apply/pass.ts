@@ -24,6 +24,8 @@ export interface PassDeps {
   stopping?: Promise<void>;
   pollMs: number;
   queues?: { builds: PQueue; clones: PQueue };
+  /** Builds this process is waiting on (shared across passes). */
+  inFlight?: Set<string>;
 }
 
 export interface PassResult {
@@ -36,7 +38,7 @@ export interface PassResult {
 /** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
 export async function observeAndPlan(
   view: CompiledView,
-  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'ownerToken'>,
+  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'ownerToken' | 'inFlight'>,
 ): Promise<{ plan: Plan; observed: Observation }> {
   const [observed, backoff] = await Promise.all([deps.hypervisor.observe(), deps.backoff.read()]);
   const policy = {

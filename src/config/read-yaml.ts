@@ -40,7 +40,13 @@ export function parseYamlMapping(file: string, text: string): YamlResult {
     };
   }
   if (doc.contents === null) return { ok: false, problems: [{ file, severity: 'error', message: 'file is empty' }] };
-  const value: unknown = doc.toJS({ maxAliasCount: 100 });
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    // e.g. an alias bomb ("Excessive alias count …"): a problem in this file, not a crash of the whole run.
+    return { ok: false, problems: [{ file, severity: 'error', message: firstLine((error as Error).message) }] };
+  }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     const kind = Array.isArray(value) ? 'a list' : value === null ? 'empty' : `a ${typeof value}`;
     return {

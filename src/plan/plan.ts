@@ -45,8 +45,7 @@ function planProfile(
   let inFlight: ObservedGuest | undefined;
 
   for (const rebuild of guests.filter((g) => g.role === 'rebuild').sort(newestFirst)) {
-    const owned = policy.ownerToken !== undefined && rebuild.meta.owner === policy.ownerToken;
-    if (owned) {
+    if (isInFlight(rebuild, policy)) {
       inFlight ??= rebuild;
       continue;
     }
@@ -140,7 +139,7 @@ function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Act
   const reason = 'profile no longer declared by any source (removed or masked)';
   for (const g of guests) {
     if (g.role === 'runner') actions.push({ profile: name, action: 'destroy-runner', guest: g.name, reason });
-    else if (g.role === 'rebuild' && !(policy.ownerToken !== undefined && g.meta.owner === policy.ownerToken)) {
+    else if (g.role === 'rebuild' && !isInFlight(g, policy)) {
       actions.push({ profile: name, action: 'discard', guest: g.name, reason });
     }
   }
@@ -148,4 +147,9 @@ function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Act
     actions.push({ profile: name, action: 'retire-template', guest: g.name, reason });
   }
   return actions;
+}
+
+function isInFlight(rebuild: ObservedGuest, policy: Policy): boolean {
+  if (policy.ownerToken === undefined || rebuild.meta.owner !== policy.ownerToken) return false;
+  return policy.inFlight ? policy.inFlight.has(rebuild.name) : true;
 }

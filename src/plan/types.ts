@@ -13,6 +13,11 @@ export interface Policy {
   keepTemplates: number;
   /** Lock token of the process that owns in-flight builds; rebuilds owned by anyone else are orphans. */
   ownerToken?: string;
+  /**
+   * Rebuilds the owner is waiting on right now, when the planner runs inside the owner. A rebuild
+   * carrying our token but not in this set (its failed destroy left it behind) is an orphan too.
+   */
+  inFlight?: ReadonlySet<string>;
   backoff: Record<string, BackoffEntry>;
   /** At most this fraction of a profile's runners is being replaced at once (at least one). */
   surgeFraction: number;

@@ -1,4 +1,4 @@
-import { realpath } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 
 export type Confined = { ok: true; path: string } | { ok: false; message: string };
@@ -7,7 +7,7 @@ export type Confined = { ok: true; path: string } | { ok: false; message: string
  * Resolves a path a profile references, insisting it stays inside the profile's own dir —
  * also after following symlinks — so a profile can never pull in /etc/passwd or a sibling's files.
  */
-export async function confine(profileDir: string, reference: string): Promise<Confined> {
+export async function confine(profileDir: string, reference: string, expect?: 'file' | 'dir'): Promise<Confined> {
   if (isAbsolute(reference))
     return { ok: false, message: `must be a path relative to the profile dir, not absolute: ${reference}` };
   const lexical = resolve(profileDir, reference);
@@ -21,6 +21,12 @@ export async function confine(profileDir: string, reference: string): Promise<Co
   }
   const realDir = await realpath(profileDir);
   if (!inside(realDir, real)) return { ok: false, message: `is a symlink leaving the profile dir: ${reference}` };
+  if (expect) {
+    // Hashing and the seed disk read these: a directory where a file belongs (or the reverse) is an input error.
+    const info = await stat(real);
+    if (expect === 'file' && !info.isFile()) return { ok: false, message: `must be a regular file: ${reference}` };
+    if (expect === 'dir' && !info.isDirectory()) return { ok: false, message: `must be a directory: ${reference}` };
+  }
   return { ok: true, path: lexical };
 }
 

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Problem } from '../errors.js';
 import { readYamlMapping } from '../config/read-yaml.js';
@@ -72,9 +72,14 @@ export async function readProfile(
   const raw = read.value as unknown as RawProfile;
   const problems: Problem[] = [];
   const error = (where: string, message: string) => problems.push({ file, where, severity: 'error', message });
-  const path = async (where: string, reference: string | undefined, root = dir): Promise<string | undefined> => {
+  const path = async (
+    where: string,
+    reference: string | undefined,
+    root = dir,
+    expect: 'file' | 'dir' = 'file',
+  ): Promise<string | undefined> => {
     if (reference === undefined) return undefined;
-    const confined = await confine(root, reference);
+    const confined = await confine(root, reference, expect);
     if (!confined.ok) error(where, confined.message);
     return confined.ok ? confined.path : undefined;
   };
@@ -93,17 +98,14 @@ export async function readProfile(
     error('/guest', 'direct kernel boot needs both "kernel" and "initrd"');
   }
 
-  const provisionDir = await path('/provision/dir', raw.provision?.dir ?? 'provision');
+  const provisionDir = await path('/provision/dir', raw.provision?.dir ?? 'provision', dir, 'dir');
   const entry = raw.provision?.entry ?? 'provision.sh';
   const provisionFiles: string[] = [];
   if (provisionDir) {
-    if (!(await stat(provisionDir)).isDirectory()) error('/provision/dir', 'must be a directory');
-    else {
-      await path('/provision/entry', entry, provisionDir);
-      for (const entryPath of await listFiles(provisionDir)) {
-        const confined = await path('/provision/dir', relative(dir, entryPath));
-        if (confined) provisionFiles.push(confined);
-      }
+    await path('/provision/entry', entry, provisionDir);
+    for (const entryPath of await listFiles(provisionDir)) {
+      const confined = await path('/provision/dir', relative(dir, entryPath));
+      if (confined) provisionFiles.push(confined);
     }
   }
   const timeoutSeconds = parseDuration(raw.provision?.timeout ?? '30m');

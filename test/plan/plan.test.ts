@@ -1,0 +1,277 @@
+import { describe, expect, it } from 'vitest';
+import { plan } from '../../src/plan/plan.js';
+import type { Action, PlanInput } from '../../src/plan/types.js';
+import type { ObservedGuest } from '../../src/hypervisor/hypervisor.js';
+import { HASH_A, HASH_B, NOW, aPolicy, aProfile, aRebuild, aRunner, aTemplate, genAt } from '../builders/guests.js';
+
+function planFor(input: {
+  profiles?: PlanInput['profiles'];
+  guests?: ObservedGuest[];
+  policy?: PlanInput['policy'];
+  unrecognized?: { name: string; reason: string }[];
+}) {
+  return plan({
+    profiles: input.profiles ?? [aProfile().build()],
+    observed: { guests: input.guests ?? [], unrecognized: input.unrecognized ?? [] },
+    now: NOW,
+    policy: input.policy ?? aPolicy(),
+  });
+}
+const kinds = (actions: Action[]) => actions.map((a) => `${a.action} ${a.guest}`);
+
+const live = genAt(60);
+const older = genAt(600);
+const oldest = genAt(6000);
+
+describe('plan: templates and builds', () => {
+  it('builds when there is no template, and runners wait for it', () => {
+    const result = planFor({});
+    expect(kinds(result.actions)).toEqual([`build ci-rebuild-tiny@${genAt(0)}`]);
+    expect(result.actions[0]?.reason).toBe('no template yet');
+    expect(result.waits.map((w) => w.reason)).toEqual(['runners wait for the first template']);
+  });
+
+  it('builds when the live template was built from other inputs, and keeps runners on it meanwhile', () => {
+    const result = planFor({
+      profiles: [aProfile().withHash(HASH_B).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aRunner().index_(1).onTemplate(live).build(),
+        aRunner().index_(2).onTemplate(live).build(),
+      ],
+    });
+    expect(kinds(result.actions)).toEqual([`build ci-rebuild-tiny@${genAt(0, HASH_B)}`]);
+    expect(result.actions[0]?.reason).toMatch(/^inputs changed/);
+  });
+
+  it('rebuilds a template older than rebuild.maxAge', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(0).maxAge(3000).build()],
+      guests: [aTemplate().atGen(live).build()],
+    });
+    expect(result.actions.map((a) => a.action)).toEqual(['build']);
+    expect(result.actions[0]?.reason).toMatch(/is 60m old \(rebuild.maxAge 50m\)/);
+  });
+
+  it('does nothing while its own build is in flight, and says so', () => {
+    const result = planFor({
+      profiles: [aProfile().withHash(HASH_B).runners(0).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aRebuild().withHash(HASH_B).atGen(genAt(2, HASH_B)).ownedBy('me').build(),
+      ],
+      policy: aPolicy({ ownerToken: 'me' }),
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.waits[0]?.reason).toMatch(/^build ci-rebuild-tiny@.* in flight/);
+  });
+
+  it('discards a failed rebuild, a crashed-owner rebuild that still runs, and a crashed one', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(0).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aRebuild()
+          .atGen(genAt(5))
+          .inState('shutoff')
+          .withVerdict({ ok: false, reason: 'provision.sh exited 3' })
+          .build(),
+        aRebuild().atGen(genAt(4)).ownedBy('dead-process').build(),
+        aRebuild().atGen(genAt(3)).inState('crashed').withVerdict({ ok: false, reason: 'guest crashed' }).build(),
+      ],
+      policy: aPolicy({ ownerToken: 'me' }),
+    });
+    expect(result.actions.map((a) => [a.action, a.reason])).toEqual([
+      ['discard', 'rebuild failed: guest crashed'],
+      ['discard', 'orphaned rebuild: the process that started it no longer holds the lock'],
+      ['discard', 'rebuild failed: provision.sh exited 3'],
+    ]);
+  });
+
+  it('promotes an orphaned rebuild that finished successfully, and runners follow it in the same plan', () => {
+    const fresh = genAt(5, HASH_B);
+    const result = planFor({
+      profiles: [aProfile().withHash(HASH_B).runners(1).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aRunner().onTemplate(live).build(),
+        aRebuild().withHash(HASH_B).atGen(fresh).inState('shutoff').withVerdict({ ok: true }).build(),
+      ],
+    });
+    expect(kinds(result.actions)).toEqual([`promote ci-rebuild-tiny@${fresh}`, 'replace-runner ci-runner-tiny.1']);
+    expect(result.actions[1]).toMatchObject({
+      template: `ci-template-tiny@${fresh}`,
+      replacement: 'ci-runner-tiny.2',
+      createFirst: true,
+    });
+  });
+
+  it('backs off after failed builds and says until when', () => {
+    const result = planFor({
+      policy: aPolicy({
+        backoff: {
+          tiny: { failures: 3, until: new Date(NOW.getTime() + 60_000).toISOString(), lastError: 'timed out' },
+        },
+      }),
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.waits[0]?.reason).toMatch(
+      /no template yet; backing off after 3 failed build\(s\) until .* \(last: timed out\)/,
+    );
+  });
+
+  it('builds again once the back-off has expired', () => {
+    const result = planFor({
+      policy: aPolicy({
+        backoff: { tiny: { failures: 3, until: new Date(NOW.getTime() - 1).toISOString(), lastError: 'x' } },
+      }),
+    });
+    expect(result.actions.map((a) => a.action)).toEqual(['build']);
+  });
+});
+
+describe('plan: runners', () => {
+  const template = aTemplate().atGen(live).build();
+
+  it('creates runners up to the count with the lowest free indices', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(3).build()],
+      guests: [template, aRunner().index_(2).onTemplate(live).build()],
+    });
+    expect(kinds(result.actions)).toEqual(['create-runner ci-runner-tiny.1', 'create-runner ci-runner-tiny.3']);
+  });
+
+  it('scales down stopped first, then outdated, then the highest index', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [
+        template,
+        aTemplate().atGen(older).build(),
+        aRunner().index_(1).onTemplate(live).build(),
+        aRunner().index_(2).onTemplate(live).build(),
+        aRunner().index_(3).onTemplate(older).build(),
+        aRunner().index_(4).onTemplate(live).inState('shutoff').build(),
+      ],
+    });
+    expect(kinds(result.actions)).toEqual([
+      'destroy-runner ci-runner-tiny.4',
+      'destroy-runner ci-runner-tiny.3',
+      'destroy-runner ci-runner-tiny.2',
+    ]);
+  });
+
+  it('replaces runners on an old template rollingly: create first, at most a quarter at a time', () => {
+    const runners = [1, 2, 3, 4, 5, 6, 7, 8].map((i) => aRunner().index_(i).onTemplate(older).build());
+    const result = planFor({
+      profiles: [aProfile().runners(8).build()],
+      guests: [template, aTemplate().atGen(older).build(), ...runners],
+    });
+    const replaces = result.actions.filter((a) => a.action === 'replace-runner');
+    expect(replaces.map((a) => a.guest)).toEqual(['ci-runner-tiny.1', 'ci-runner-tiny.2']);
+    expect(replaces.every((a) => a.action === 'replace-runner' && a.createFirst && a.template === template.name)).toBe(
+      true,
+    );
+    expect(replaces.map((a) => a.action === 'replace-runner' && a.replacement)).toEqual([
+      'ci-runner-tiny.9',
+      'ci-runner-tiny.10',
+    ]);
+  });
+
+  it('replaces a shut-off runner (ephemeral: job done) under the same name, destroying first', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [template, aRunner().onTemplate(live).inState('shutoff').build()],
+    });
+    expect(result.actions).toMatchObject([
+      {
+        action: 'replace-runner',
+        guest: 'ci-runner-tiny.1',
+        replacement: 'ci-runner-tiny.1',
+        createFirst: false,
+        reason: 'runner shut off (job done)',
+      },
+    ]);
+  });
+
+  it('changing only the runner count changes only runners', () => {
+    const guests = [
+      template,
+      aRunner().index_(1).onTemplate(live).build(),
+      aRunner().index_(2).onTemplate(live).build(),
+    ];
+    expect(planFor({ profiles: [aProfile().runners(2).build()], guests }).actions).toEqual([]);
+    expect(planFor({ profiles: [aProfile().runners(3).build()], guests }).actions.map((a) => a.action)).toEqual([
+      'create-runner',
+    ]);
+    expect(planFor({ profiles: [aProfile().runners(0).build()], guests }).actions.map((a) => a.action)).toEqual([
+      'destroy-runner',
+      'destroy-runner',
+    ]);
+  });
+});
+
+describe('plan: retirement, removal, ownership', () => {
+  it('retires templates beyond keepTemplates that no runner uses, keeps one a runner still uses', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aTemplate().atGen(older).build(),
+        aTemplate().atGen(oldest).build(),
+        aTemplate().atGen(genAt(9000)).build(),
+        aRunner().index_(1).onTemplate(oldest).build(),
+      ],
+      policy: aPolicy({ keepTemplates: 2 }),
+    });
+    expect(kinds(result.actions.filter((a) => a.action === 'retire-template'))).toEqual([
+      `retire-template ci-template-tiny@${genAt(9000)}`,
+    ]);
+  });
+
+  it('never retires the template runners are being replaced from in this pass', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aTemplate().atGen(older).build(),
+        aTemplate().atGen(oldest).build(),
+        aRunner().onTemplate(oldest).build(),
+      ],
+      policy: aPolicy({ keepTemplates: 1 }),
+    });
+    expect(kinds(result.actions)).toEqual([
+      'replace-runner ci-runner-tiny.1',
+      `retire-template ci-template-tiny@${older}`,
+    ]);
+  });
+
+  it('tears down a profile that no source declares any more: runners, rebuilds, templates', () => {
+    const result = planFor({
+      profiles: [],
+      guests: [
+        aTemplate().forProfile('gone').atGen(live).build(),
+        aRunner().forProfile('gone').onTemplate(live).build(),
+        aRebuild().forProfile('gone').atGen(genAt(1)).build(),
+      ],
+    });
+    expect(result.actions.map((a) => a.action)).toEqual(['destroy-runner', 'discard', 'retire-template']);
+  });
+
+  it('reports guests with our prefix that do not parse, and never acts on them', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(0).build()],
+      guests: [aTemplate().atGen(live).build()],
+      unrecognized: [{ name: 'ci-something', reason: 'name does not follow corral naming' }],
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.unrecognized).toEqual([{ name: 'ci-something', reason: 'name does not follow corral naming' }]);
+  });
+
+  it('is pure: the same input gives the same plan', () => {
+    const input = {
+      profiles: [aProfile().withHash(HASH_B).build()],
+      guests: [aTemplate().atGen(live).withHash(HASH_A).build(), aRunner().onTemplate(live).build()],
+    };
+    expect(planFor(input)).toEqual(planFor(input));
+  });
+});
