@@ -18,7 +18,10 @@ export interface Libvirtd {
   stop(): Promise<void>;
 }
 
-export const SANDBOX_SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/libvirtd-sandbox.sh');
+export const SANDBOX_SCRIPT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../scripts/libvirtd-sandbox.sh',
+);
 
 export async function startLibvirtd(): Promise<Libvirtd> {
   // Short path: the control socket lives under it and unix socket paths are capped at 108 bytes.

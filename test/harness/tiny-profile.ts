@@ -18,7 +18,9 @@ export async function ensureTinyBuilt(): Promise<void> {
 }
 
 async function sha256File(file: string): Promise<string> {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 }
 
 async function hashDir(dir: string): Promise<string> {
@@ -36,7 +38,9 @@ export async function tinyProfile(opts: TinyOptions = {}): Promise<CompiledProfi
   const build = path.join(TINY_DIR, 'build');
   const provisionDir = opts.provisionDir ?? path.join(TINY_DIR, 'provision');
   const baseVersion = `sha256:${await sha256File(path.join(build, 'base.qcow2'))}`;
-  const inputsHash = `sha256:${createHash('sha256').update(`${baseVersion}\n${await hashDir(provisionDir)}`).digest('hex')}`;
+  const inputsHash = `sha256:${createHash('sha256')
+    .update(`${baseVersion}\n${await hashDir(provisionDir)}`)
+    .digest('hex')}`;
   return {
     name: 'tiny',
     source: 'builtin',
