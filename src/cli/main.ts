@@ -34,7 +34,8 @@ export interface MainOptions {
 export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
   const io = opts.io ?? { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
   const env = opts.env ?? process.env;
-  const name = argv.find((a) => !a.startsWith('-'));
+  const at = commandIndex(argv);
+  const name = at === -1 ? undefined : argv[at];
   const all = commands();
   if (!name) {
     if (argv.includes('--version')) return (io.out(`${version()}\n`), EXIT.ok);
@@ -43,19 +44,21 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   }
   const command = all.find((c) => c.name === name);
   if (!command) {
-    io.err(`corral: unknown command "${name}"\n\n${topHelp(all)}`);
+    io.err(`corral: unknown command "${name}"; run "corral --help" for the list\n`);
     return EXIT.error;
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
-      args: argv.filter((a) => a !== name),
+      args: argv.filter((_, i) => i !== at),
       options: { ...GLOBAL_OPTIONS, ...command.options },
       allowPositionals: true,
       strict: true,
     });
   } catch (error) {
-    io.err(`corral ${name}: ${(error as Error).message}\nSee "corral ${name} --help".\n`);
+    // node's messages run on with advice about `--`; the first sentence is the useful part.
+    const message = (error as Error).message.split(/(?<=\.) /)[0]?.replace(/\.$/, '');
+    io.err(`corral ${name}: ${message}; see "corral ${name} --help"\n`);
     return EXIT.error;
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
@@ -85,7 +88,7 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
     }
     const ctx: CommandContext = {
       args: values,
-      positionals: parsed.positionals.filter((p) => p !== name),
+      positionals: parsed.positionals,
       json: values.json === true,
       config,
       validators,
@@ -99,6 +102,21 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   } catch (error) {
     return report(error, name, io, level === 'debug' || level === 'trace');
   }
+}
+
+/** Index of the command name: the first argument that is neither an option nor a global option's value. */
+function commandIndex(argv: string[]): number {
+  const takesValue = new Set(
+    Object.entries(GLOBAL_OPTIONS)
+      .filter(([, o]) => o.type === 'string')
+      .map(([k]) => `--${k}`),
+  );
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (takesValue.has(arg)) i++;
+    else if (!arg.startsWith('-')) return i;
+  }
+  return -1;
 }
 
 /** The one place where failures become messages and exit codes. */

@@ -22,7 +22,8 @@ export async function readYamlMapping(file: string): Promise<YamlResult> {
     }
     text = await readFile(file, 'utf8');
   } catch (error) {
-    return fail(`cannot read: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    return fail(code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? String(error)})`);
   }
   return parseYamlMapping(file, text);
 }

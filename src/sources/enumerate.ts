@@ -41,7 +41,8 @@ async function dirState(dir: string): Promise<'dir' | 'missing' | string> {
     return 'dir';
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return 'missing';
+    // ENOTDIR: a file where a parent dir should be (`/mnt/stray-file/corral/profiles`) — the dir is not there.
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
     return `cannot read directory (${code ?? String(error)})`;
   }
 }
@@ -61,7 +62,10 @@ export async function expandGlob(pattern: string): Promise<string[]> {
       const matcher = segmentMatcher(segment);
       const entries = await readdir(base, { withFileTypes: true }).catch(() => []);
       for (const entry of entries) {
-        if (!entry.name.startsWith('.') && matcher.test(entry.name)) next.push(join(base, entry.name));
+        if (entry.name.startsWith('.') || !matcher.test(entry.name)) continue;
+        // A glob selects directories: a stray file next to them is no source and no error.
+        const path = join(base, entry.name);
+        if (entry.isDirectory() || (entry.isSymbolicLink() && (await isDir(path)))) next.push(path);
       }
     }
     current = next;
@@ -69,10 +73,22 @@ export async function expandGlob(pattern: string): Promise<string[]> {
   return current.sort();
 }
 
+async function isDir(path: string): Promise<boolean> {
+  return stat(path).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
+}
+
 function segmentMatcher(segment: string): RegExp {
   const body = segment
     .replace(/[.+^${}()|\\]/g, '\\$&')
     .replace(/\*/g, '[^/]*')
     .replace(/\?/g, '[^/]');
-  return new RegExp(`^${body}$`);
+  try {
+    return new RegExp(`^${body}$`);
+  } catch {
+    // An unbalanced `[`: match the segment literally rather than crash the whole compile.
+    return new RegExp(`^${segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+  }
 }
