@@ -89,7 +89,11 @@ export async function converge(
   for (let passes = 1; ; passes++) {
     const pass = await runPass(view, deps);
     results.push(...pass.results, ...(await pass.builds));
-    const progressed = pass.plan.actions.length > 0 && pass.results.concat(await pass.builds).some((r) => r.ok);
-    if (!progressed || passes >= maxPasses) return { passes, results, last: pass.plan };
+    if (pass.plan.actions.length === 0) return { passes, results, last: pass.plan };
+    const progressed = pass.results.concat(await pass.builds).some((r) => r.ok);
+    if (!progressed || passes >= maxPasses) {
+      // Nothing more will move this run: report what the next pass would wait for, and why.
+      return { passes, results, last: (await observeAndPlan(view, deps)).plan };
+    }
   }
 }
