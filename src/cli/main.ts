@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../util/package-root.js';
 import type { Level } from 'pino';
 import { CommandError, ConfigError, LockBusyError, TransientError, formatProblem } from '../errors.js';
 import { findConfigFile, loadHostConfig } from '../config/host-config.js';
@@ -184,6 +186,6 @@ ${GLOBAL_HELP}
 }
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }

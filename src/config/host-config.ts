@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { packageRoot } from '../util/package-root.js';
 import { ConfigError, type Problem } from '../errors.js';
 import { parseDuration } from '../util/duration.js';
 import { readYamlMapping } from './read-yaml.js';
@@ -25,7 +25,9 @@ export interface HostConfig {
   watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number };
 }
 
-export const BUILTIN_PROFILES_DIR = fileURLToPath(new URL('../../profiles', import.meta.url));
+export function builtinProfilesDir(): string {
+  return join(packageRoot(), 'profiles');
+}
 
 /** `--config`, then $CORRAL_CONFIG, then ./corral.yaml, then /etc/corral/config.yaml; none → defaults. */
 export function findConfigFile(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string | undefined {
@@ -86,7 +88,7 @@ function normalize(
       });
     return seconds ?? fallback;
   };
-  const sources: SourceSpec[] = c.builtinProfiles === false ? [] : [{ name: 'builtin', path: BUILTIN_PROFILES_DIR }];
+  const sources: SourceSpec[] = c.builtinProfiles === false ? [] : [{ name: 'builtin', path: builtinProfilesDir() }];
   const seen = new Set(sources.map((s) => s.name));
   (c.sources ?? []).forEach((s, i) => {
     if (seen.has(s.name))

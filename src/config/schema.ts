@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../util/package-root.js';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Problem } from '../errors.js';
 
@@ -10,8 +12,8 @@ export interface Validators {
   config: ValidateFunction;
 }
 
-export function schemaPath(name: SchemaName): URL {
-  return new URL(`../../schemas/${name}.schema.json`, import.meta.url);
+export function schemaPath(name: SchemaName): string {
+  return join(packageRoot(), 'schemas', `${name}.schema.json`);
 }
 
 export function createValidators(): Validators {

@@ -1,0 +1,30 @@
+import { benchCompile } from './compile.js';
+import { benchMemoryPass } from './memory-pass.js';
+import { benchPlan } from './plan.js';
+import type { BenchResult } from './types.js';
+
+/** `npm run bench`: each benchmark prints its figures and, where there is one, its target. */
+const benches: [string, () => Promise<BenchResult>][] = [
+  ['compile', benchCompile],
+  ['plan', benchPlan],
+  ['memory-pass', benchMemoryPass],
+];
+
+const only = process.argv.slice(2);
+let missed = 0;
+for (const [key, bench] of benches) {
+  if (only.length > 0 && !only.includes(key)) continue;
+  try {
+    const result = await bench();
+    const figures = Object.entries(result.figures)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ');
+    const target = result.target ? `  [target ${result.target.text}: ${result.target.met ? 'met' : 'MISSED'}]` : '';
+    if (result.target && !result.target.met) missed++;
+    console.log(`${result.name}\n  ${figures}${target}`);
+  } catch (error) {
+    missed++;
+    console.log(`${key}: FAILED ${(error as Error).message}`);
+  }
+}
+process.exitCode = missed > 0 ? 1 : 0;
