@@ -59,7 +59,9 @@ export async function destroyGuest(ctx: DestroyContext, name: string): Promise<v
   if (!hasPrefix(ctx.prefix, name))
     throw new Error(`refusing to destroy ${name}: it does not carry the prefix ${ctx.prefix}-`);
   const q = virshQuote(name);
-  const [xml = '', stateText = ''] = await ctx.virsh.batch([`dumpxml --inactive ${q}`, `domstate --reason ${q}`]);
+  const {
+    out: [xml = '', stateText = ''],
+  } = await ctx.virsh.batch([`dumpxml --inactive ${q}`, `domstate --reason ${q}`]);
   const candidates = new Set<string>();
   if (xml !== '') {
     const doc = parseDomainXml(xml);
@@ -92,7 +94,7 @@ export async function destroyGuest(ctx: DestroyContext, name: string): Promise<v
 /** Files that the remaining defined guests (ours or not) use, following disk backing chains. */
 async function filesInUse(ctx: DestroyContext): Promise<Set<string>> {
   const names = (await listNames(ctx.virsh)).filter((n) => !/['\\\n]/.test(n));
-  const xmls = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
+  const { out: xmls } = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
   const used = new Set<string>();
   for (const xml of xmls) {
     if (xml === '') continue;

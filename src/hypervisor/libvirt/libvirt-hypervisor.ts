@@ -5,7 +5,7 @@
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { BuildCheck, BuildRequest, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
+import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { ensureBaseImage } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
@@ -41,6 +41,8 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly domainType: string;
+  /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
+  private readonly metaMemo = new Map<string, GuestMeta>();
 
   constructor(deps: LibvirtDeps) {
     this.exec = deps.exec ?? execaExec;
@@ -52,7 +54,7 @@ export class LibvirtHypervisor implements Hypervisor {
   }
 
   observe(): Promise<Observation> {
-    return observeGuests({ virsh: this.virsh, prefix: this.prefix, layout: this.layout });
+    return observeGuests({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, metaMemo: this.metaMemo });
   }
 
   async startBuild(req: BuildRequest): Promise<void> {

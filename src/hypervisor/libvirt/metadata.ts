@@ -3,6 +3,7 @@
  * and dumpxml, and other tools' metadata is left alone.
  */
 import type { GuestMeta } from '../hypervisor.js';
+import { XMLParser } from 'fast-xml-parser';
 import { isNode, text, type DomainDoc, type XmlNode } from './domain-xml.js';
 
 export const CORRAL_XMLNS = 'https://corral.dev/xmlns/guest/1';
@@ -28,7 +29,28 @@ export function readMeta(doc: DomainDoc): MetaResult {
   const metadata = doc.domain['metadata'];
   const found = isNode(metadata) ? findOurs(metadata) : undefined;
   if (!found) return { ok: false, reason: 'no corral metadata' };
-  const get = (field: string): string | undefined => text(found.node[found.prefix + field]);
+  return fromFields((field) => text(found.node[found.prefix + field]));
+}
+
+const smallParser = new XMLParser({ ignoreAttributes: true, parseTagValue: false, trimValues: true });
+
+/**
+ * Reads the output of `virsh metadata --uri <ours>`: just our element, without prefix. Parsing
+ * that instead of the whole domain XML keeps a pass over 1,000 guests cheap (DESIGN.md §9).
+ */
+export function parseMetaElement(xml: string): MetaResult {
+  if (xml.trim() === '') return { ok: false, reason: 'no corral metadata' };
+  let guest: unknown;
+  try {
+    guest = (smallParser.parse(xml) as XmlNode)['guest'];
+  } catch (err) {
+    return { ok: false, reason: `unreadable corral metadata: ${(err as Error).message}` };
+  }
+  if (!isNode(guest)) return { ok: false, reason: 'no corral metadata' };
+  return fromFields((field) => text(guest[field]));
+}
+
+function fromFields(get: (field: string) => string | undefined): MetaResult {
   const missing = REQUIRED.filter((f) => !get(f));
   if (missing.length > 0) return { ok: false, reason: `corral metadata lacks ${missing.join(', ')}` };
   const meta: GuestMeta = {

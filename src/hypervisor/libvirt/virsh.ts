@@ -10,10 +10,16 @@ import path from 'node:path';
 import { CommandError } from '../../errors.js';
 import type { Exec } from './exec.js';
 
+export interface BatchResult {
+  out: string[];
+  /** Everything the commands wrote to stderr (virsh does not say which command failed). */
+  stderr: string;
+}
+
 export interface Virsh {
   run(args: readonly string[], input?: string): Promise<string>;
   /** One process for all commands; each result is that command's stdout ('' when it failed). */
-  batch(commands: readonly string[]): Promise<string[]>;
+  batch(commands: readonly string[]): Promise<BatchResult>;
   /** `virsh define` of an XML document (persistent guest). */
   define(xml: string): Promise<void>;
 }
@@ -32,13 +38,13 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
       return r.stdout;
     },
     async batch(commands) {
-      if (commands.length === 0) return [];
+      if (commands.length === 0) return { out: [], stderr: '' };
       const nonce = randomBytes(6).toString('hex');
       const script =
         commands.map((c, i) => `echo @@corral-${nonce}''@@${i}@@\n${c}\n`).join('') +
         `echo @@corral-${nonce}''@@end@@\n`;
       const r = await exec('virsh', base, { input: script });
-      return splitBatch(r.stdout, nonce, commands.length);
+      return { out: splitBatch(r.stdout, nonce, commands.length), stderr: r.stderr };
     },
     async define(xml) {
       // Through a file: Node gives children a socket as stdin, and virsh cannot open /dev/stdin on it.

@@ -31,8 +31,10 @@ let tiny: CompiledProfile;
 let hv: Hypervisor;
 let virsh: Virsh;
 const spawned: string[] = [];
+const inputs: string[] = [];
 const countingExec: Exec = (file, args, opts) => {
   spawned.push(file);
+  inputs.push(opts?.input ?? '');
   return execaExec(file, args, opts);
 };
 
@@ -105,6 +107,13 @@ describe('libvirt observation and ownership', () => {
       { name: 'ci-runner-tiny.99', reason: 'no corral metadata' },
     ]);
     expect(obs.guests.some((g) => g.name === 'someone-elses-vm')).toBe(false);
+
+    // Metadata is memoized by UUID: the next pass asks again only about the guest that had none.
+    spawned.length = 0;
+    inputs.length = 0;
+    expect((await hv.observe()).guests).toHaveLength(N + 1);
+    expect(spawned).toEqual(['virsh', 'virsh']);
+    expect(inputs[1]?.match(/^metadata .*$/gm)).toEqual([expect.stringContaining("'ci-runner-tiny.99'")]);
 
     for (const g of obs.guests) await hv.destroy(g.name);
     await expect(hv.destroy('someone-elses-vm')).rejects.toThrow(/refusing/);

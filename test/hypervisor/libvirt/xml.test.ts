@@ -6,6 +6,7 @@ import { runnerDomainXml } from '../../../src/hypervisor/libvirt/runner-xml.js';
 import { splitBatch } from '../../../src/hypervisor/libvirt/virsh.js';
 import { parseDomstate, parseVerdict } from '../../../src/hypervisor/libvirt/status.js';
 import { filesOfDomain } from '../../../src/hypervisor/libvirt/destroy.js';
+import { parseDomstats, parseUuidList } from '../../../src/hypervisor/libvirt/domstats.js';
 import type { GuestMeta } from '../../../src/hypervisor/hypervisor.js';
 
 const meta: GuestMeta = {
@@ -135,5 +136,27 @@ describe('states and verdicts', () => {
     expect(parseVerdict('\nfailed: disk full\nok\n')).toEqual({ ok: false, reason: 'disk full' });
     expect(parseVerdict('')).toEqual({ ok: false, reason: 'no verdict on the status channel' });
     expect(parseVerdict('ready\n')).toMatchObject({ ok: false });
+  });
+});
+
+describe('listings', () => {
+  it('reads uuid/name pairs and per-guest states from domstats', () => {
+    const list = '3ee17275-51cb-40be-b152-ffdabc240df3 ci-runner-tiny.0\nf7a4d043-392f-4559-986c-13a726ca5ca8 odd name\n\n';
+    expect([...parseUuidList(list)]).toEqual([
+      ['ci-runner-tiny.0', '3ee17275-51cb-40be-b152-ffdabc240df3'],
+      ['odd name', 'f7a4d043-392f-4559-986c-13a726ca5ca8'],
+    ]);
+    const stats = [
+      "Domain: 'a'", '  state.state=1', '  state.reason=1', '',
+      "Domain: 'b'", '  state.state=5', '  state.reason=3', '',
+      "Domain: 'c'", '  state.state=6', '  state.reason=1', '',
+      "Domain: 'd'", '  state.state=5', '  state.reason=1', '',
+    ].join('\n');
+    expect(Object.fromEntries(parseDomstats(stats))).toEqual({
+      a: { state: 'running', reason: '1' },
+      b: { state: 'crashed', reason: 'crashed' },
+      c: { state: 'crashed', reason: 'panicked' },
+      d: { state: 'shutoff', reason: 'shutdown' },
+    });
   });
 });
