@@ -1,0 +1,71 @@
+import { ConfigError } from '../../errors.js';
+import { findConfigFile, loadHostConfig, type HostConfig } from '../../config/host-config.js';
+import { acquireLock } from '../../state/lock.js';
+import { parseDuration } from '../../util/duration.js';
+import { WatchDaemon } from '../../watch/daemon.js';
+import { EXIT, type Command, type CommandContext } from '../command.js';
+import { openRuntime } from '../runtime.js';
+
+export const watchCommand: Command = {
+  name: 'watch',
+  summary: 'Long-running reconciler: re-reads the sources when they change (and every resync interval) and converges.',
+  usage: 'corral watch [--wait] [--debounce MS]',
+  optionsHelp: `  --wait               wait for the state-dir lock instead of exiting with code 75
+  --debounce MS        quiet time after the last file event before a pass (default: the config's
+                       watch.debounce, else 300 ms); also takes 500ms, 2s
+
+Signals: SIGHUP reloads the host config and resyncs; SIGTERM/SIGINT stop taking new work, let
+running actions finish, abandon running builds (the next pass discards them), release the lock
+and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is locked by another run.`,
+  options: { wait: { type: 'boolean' }, debounce: { type: 'string' } },
+  async run(ctx) {
+    const debounceMs = parseDebounce(ctx.args.debounce);
+    const withOverrides = (config: HostConfig): HostConfig => {
+      const hypervisor = ctx.args.hypervisor;
+      if (hypervisor === 'libvirt' || hypervisor === 'memory') config.hypervisor = hypervisor;
+      if (debounceMs !== undefined) config.watch.debounceMs = debounceMs;
+      return config;
+    };
+    const config = withOverrides(ctx.config);
+    const lock = await acquireLock(config.stateDir, { command: 'watch', wait: ctx.args.wait === true, log: ctx.log });
+    try {
+      const daemon = new WatchDaemon({
+        config,
+        loadConfig: async () => withOverrides(await reloadHostConfig(ctx)),
+        validators: ctx.validators,
+        log: ctx.log,
+        runtime: await openRuntime({ ...ctx, config }),
+        ownerToken: lock.holder.token,
+      });
+      const stopped = new Promise<void>((resolve) => ctx.signals.onStop(() => void daemon.stop().then(resolve)));
+      ctx.signals.onReload(() => daemon.reload());
+      try {
+        await daemon.start();
+      } catch (error) {
+        await daemon.stop();
+        throw error;
+      }
+      await stopped;
+      return EXIT.ok;
+    } finally {
+      await lock.release();
+    }
+  },
+};
+
+/** The same lookup as at start (`--config`, $CORRAL_CONFIG, ./corral.yaml, /etc/corral/config.yaml). */
+function reloadHostConfig(ctx: CommandContext): Promise<HostConfig> {
+  const cwd = process.cwd();
+  const file = findConfigFile(ctx.args.config as string | undefined, ctx.env, cwd);
+  return loadHostConfig(file, { validators: ctx.validators, env: ctx.env, cwd });
+}
+
+function parseDebounce(value: string | boolean | undefined): number | undefined {
+  if (value === undefined || typeof value === 'boolean') return undefined;
+  const ms = /^\d+$/.test(value) ? Number(value) : (parseDuration(value) ?? NaN) * 1000;
+  if (!Number.isFinite(ms) || ms < 0 || ms > 600_000)
+    throw new ConfigError(
+      `--debounce must be a number of milliseconds (or e.g. 500ms, 2s) up to 10 minutes, not "${value}"`,
+    );
+  return ms;
+}

@@ -1,0 +1,82 @@
+import { dirname } from 'node:path';
+import type { HostConfig } from '../config/host-config.js';
+import type { Validators } from '../config/schema.js';
+import type { Problem } from '../errors.js';
+import { compileSources, type Compilation } from '../sources/compile.js';
+import { enumerateSources } from '../sources/enumerate.js';
+import type { FileDigests } from '../sources/inputs.js';
+import type { CompiledView } from '../sources/view.js';
+import { storeView } from '../state/compiled-store.js';
+import type { AbsenceReport, AbsenceTracker } from './absence.js';
+import { matchesPattern, patternOf } from './targets.js';
+
+export interface ChooseDeps {
+  config: HostConfig;
+  validators: Validators;
+  digests: FileDigests;
+  absence: AbsenceTracker;
+  now: Date;
+}
+
+export interface Choice {
+  /** The view to reconcile against: the fresh one, or the last good one (undefined if none ever compiled). */
+  view?: CompiledView;
+  /** True when the fresh compile was accepted (and stored as `current`). */
+  accepted: boolean;
+  /** True when accepting it wrote a new generation. */
+  changed: boolean;
+  compiled: boolean;
+  problems: Problem[];
+  absence: AbsenceReport;
+}
+
+/** Source dirs the stored view drew profiles from: at start, these are the ones a late mount must not lose. */
+export function sourceDirsOf(view: CompiledView | undefined): string[] {
+  if (!view) return [];
+  return [...view.profiles.map((p) => dirname(p.dir)), ...view.masked.map((m) => dirname(dirname(m.file)))];
+}
+
+async function presentDirs(config: HostConfig): Promise<Set<string>> {
+  return new Set((await enumerateSources(config.sources)).sources.map((s) => s.dir));
+}
+
+/**
+ * Compiles every source from scratch and decides what to reconcile against. The fresh view is
+ * accepted (stored and swapped in) only when it compiled cleanly and no known source dir is within
+ * its absence grace period; otherwise the last good view stays. A dir counts as present only when
+ * it was there both before and after the compile, so one vanishing mid-read is held, not dropped.
+ */
+export async function chooseView(lastGood: CompiledView | undefined, deps: ChooseDeps): Promise<Choice> {
+  const { config } = deps;
+  const before = await presentDirs(config);
+  let compilation: Compilation;
+  try {
+    compilation = await compileSources(config.sources, { validators: deps.validators, digests: deps.digests });
+  } catch (error) {
+    const message = `reading the sources failed: ${(error as Error).message}`;
+    compilation = { ok: false, problems: [{ file: '', severity: 'error', message }], absent: [] };
+  }
+  const after = await presentDirs(config);
+  const present = new Set([...before].filter((d) => after.has(d)));
+  const configured = (dir: string) => config.sources.some((s) => matchesPattern(dir, patternOf(s)));
+  const absence = deps.absence.observe(present, configured, deps.now.getTime());
+  const held: Problem[] = absence.holding.map((dir) => ({
+    file: dir,
+    severity: 'warning',
+    message: `source dir is gone (since ${absence.absentSince[dir]}); its profiles are kept until ${new Date(Date.parse(absence.absentSince[dir] ?? '') + config.watch.absentGraceSeconds * 1000).toISOString()}`,
+  }));
+  const problems = [...compilation.problems, ...held];
+  if (compilation.ok && compilation.view && absence.holding.length === 0) {
+    const stored = await storeView(config.stateDir, compilation.view, deps.now);
+    deps.absence.accept(present);
+    return { view: stored.view, accepted: true, changed: stored.changed, compiled: true, problems, absence };
+  }
+  return {
+    ...(lastGood ? { view: lastGood } : {}),
+    accepted: false,
+    changed: false,
+    compiled: compilation.ok,
+    problems,
+    absence,
+  };
+}

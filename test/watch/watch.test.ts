@@ -1,0 +1,234 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertBuilt,
+  makeFixture,
+  profileYaml,
+  runCli,
+  runners,
+  settled,
+  startWatch,
+  stopWatch,
+  waitFor,
+  writeProfile,
+  type Fixture,
+  type Watch,
+} from './harness.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<{ fx: Fixture; w: Watch }> {
+  const fx = await makeFixture(extraConfig);
+  cleanups.push(fx.cleanup);
+  await writeProfile(fx.src, 'p1', 2);
+  const w = startWatch(fx, [], env);
+  cleanups.push(() => stopWatch(w));
+  return { fx, w };
+}
+
+describe('corral watch (real chokidar, memory backend)', () => {
+  beforeAll(assertBuilt);
+
+  it('starts a single pass within 1 s of an edit', async () => {
+    const { fx, w } = await setup();
+    await settled(fx, w, { p1: 2 });
+    const edited = Date.now();
+    await writeFile(join(fx.src, 'p1', 'profile.yaml'), profileYaml(3));
+    const [pass] = await waitFor(
+      () => w.passesSince(edited, 'change').length > 0 && w.passesSince(edited, 'change'),
+      'a pass after the edit',
+    );
+    expect(pass!.time - edited).toBeLessThan(1000);
+    expect(pass!.paths).toContain(join(fx.src, 'p1', 'profile.yaml'));
+    await settled(fx, w, { p1: 3 });
+    await new Promise((r) => setTimeout(r, 800)); // longer than the debounce: no second pass for one edit
+    expect(w.passesSince(edited, 'change')).toHaveLength(1);
+  });
+
+  it("coalesces an editor's atomic save (write temp, rename over) into one pass", async () => {
+    const { fx, w } = await setup();
+    await settled(fx, w, { p1: 2 });
+    const saved = Date.now();
+    const file = join(fx.src, 'p1', 'profile.yaml');
+    await writeFile(`${file}.tmp-4711`, profileYaml(1));
+    await rename(`${file}.tmp-4711`, file);
+    await settled(fx, w, { p1: 1 });
+    await new Promise((r) => setTimeout(r, 800));
+    expect(w.passesSince(saved, 'change')).toHaveLength(1);
+  });
+
+  it('turns a git checkout of 200 files into at most 2 passes', async () => {
+    const fx = await makeFixture();
+    cleanups.push(fx.cleanup);
+    await writeProfile(fx.src, 'p1', 2);
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.org', ...args], {
+        cwd: fx.src,
+        stdio: 'pipe',
+      });
+    const writeFiles = (tag: string) =>
+      Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          writeFile(join(fx.src, 'p1', 'provision', `f${String(i).padStart(3, '0')}.conf`), `${tag} ${i}\n`),
+        ),
+      );
+    await writeFiles('one');
+    git('init', '-q', '-b', 'one');
+    git('add', '-A');
+    git('commit', '-q', '-m', 'one');
+    git('checkout', '-q', '-b', 'two');
+    await writeFiles('two');
+    await writeFile(join(fx.src, 'p1', 'profile.yaml'), profileYaml(4));
+    git('commit', '-q', '-am', 'two');
+    git('checkout', '-q', 'one');
+    const w = startWatch(fx);
+    cleanups.push(() => stopWatch(w));
+    await settled(fx, w, { p1: 2 });
+    const checkout = Date.now();
+    git('checkout', '-q', 'two');
+    await settled(fx, w, { p1: 4 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const passes = w.passesSince(checkout, 'change');
+    expect(passes.length).toBeGreaterThanOrEqual(1);
+    expect(passes.length).toBeLessThanOrEqual(2);
+    expect(passes.reduce((n, p) => n + (p.events as number), 0)).toBeGreaterThanOrEqual(200);
+  });
+
+  it('keeps the last good view on broken YAML, reports it once, and resumes when fixed', async () => {
+    const { fx, w } = await setup();
+    await settled(fx, w, { p1: 2 });
+    const broke = Date.now();
+    await writeFile(join(fx.src, 'p1', 'profile.yaml'), 'runners: [3\n');
+    const errors = () => w.logs.filter((l) => l.time >= broke && l.msg.startsWith('the sources do not compile'));
+    await waitFor(() => errors().length > 0, 'the compile error in the log');
+    const status = JSON.parse(
+      (await runCli(['status', '--json', '--config', fx.config, '--hypervisor', 'memory'])).stdout,
+    ) as {
+      problems: { file: string }[];
+    };
+    expect(status.problems.map((p) => p.file)).toContain(join(fx.src, 'p1', 'profile.yaml'));
+    w.child.kill('SIGHUP'); // another pass over the same broken file
+    await waitFor(
+      () => w.passesSince(broke, 'reload').length > 0 && w.logs.at(-1)?.msg === 'pass done',
+      'the reload pass',
+    );
+    expect(errors()).toHaveLength(1);
+    expect(await runners(fx, 'p1')).toBe(2);
+    await writeFile(join(fx.src, 'p1', 'profile.yaml'), profileYaml(3));
+    await settled(fx, w, { p1: 3 });
+    expect(w.logs.some((l) => l.msg === 'the sources compile cleanly again')).toBe(true);
+    const fixed = JSON.parse(
+      (await runCli(['status', '--json', '--config', fx.config, '--hypervisor', 'memory'])).stdout,
+    ) as {
+      problems: unknown[];
+    };
+    expect(fixed.problems).toEqual([]);
+  });
+
+  it('picks up a source dir that appears under a glob root that did not exist', async () => {
+    const fx = await makeFixture();
+    cleanups.push(fx.cleanup);
+    await writeProfile(fx.src, 'p1', 2);
+    await writeFile(
+      fx.config,
+      `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: parts, glob: mnt/*/corral/profiles}\n`,
+    );
+    const w = startWatch(fx);
+    cleanups.push(() => stopWatch(w));
+    await settled(fx, w, { p1: 2 });
+    // Like a partition mounted later: the whole tree appears, written piece by piece.
+    await writeProfile(join(fx.root, 'mnt', 'usb1', 'corral', 'profiles'), 'p2', 2);
+    await settled(fx, w, { p1: 2, p2: 2 });
+  });
+
+  it('follows symlinked profile dirs', async () => {
+    const { fx, w } = await setup();
+    const elsewhere = await writeProfile(join(fx.root, 'elsewhere'), 'p3', 1);
+    execFileSync('ln', ['-s', elsewhere, join(fx.src, 'p3')]);
+    await settled(fx, w, { p1: 2, p3: 1 });
+    await writeFile(join(elsewhere, 'profile.yaml'), profileYaml(2));
+    await settled(fx, w, { p1: 2, p3: 2 });
+  });
+
+  it('keeps the profiles of a vanished source dir for the grace period, then drops them', async () => {
+    const fx = await makeFixture();
+    cleanups.push(fx.cleanup);
+    await writeFile(
+      fx.config,
+      `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: usb, path: usb}\nwatch: {absentGrace: 3s}\n`,
+    );
+    await writeProfile(fx.src, 'p1', 1);
+    await writeProfile(join(fx.root, 'usb'), 'p2', 2);
+    const w = startWatch(fx);
+    cleanups.push(() => stopWatch(w));
+    await settled(fx, w, { p1: 1, p2: 2 });
+    const gone = Date.now();
+    await rename(join(fx.root, 'usb'), join(fx.root, 'usb-unmounted'));
+    await waitFor(
+      () => w.logs.some((l) => l.time >= gone && l.msg.startsWith('source dirs are gone')),
+      'the absence warning',
+    );
+    expect(await runners(fx, 'p2')).toBe(2);
+    await waitFor(async () => (await runners(fx, 'p2')) === 0, 'p2 runners gone after the grace period');
+    expect(Date.now() - gone).toBeGreaterThanOrEqual(2900);
+    expect(await runners(fx, 'p1')).toBe(1);
+  });
+
+  it('reloads on SIGHUP and when the host config file changes', async () => {
+    const { fx, w } = await setup();
+    await settled(fx, w, { p1: 2 });
+    const hup = Date.now();
+    w.child.kill('SIGHUP');
+    await waitFor(() => w.passesSince(hup, 'reload').length > 0, 'a reload pass');
+    await waitFor(() => w.logs.some((l) => l.time >= hup && l.msg === 'host config reloaded'), 'the reload');
+    await writeProfile(join(fx.root, 'more'), 'p4', 1);
+    await writeFile(
+      fx.config,
+      `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: more, path: more}\n`,
+    );
+    await settled(fx, w, { p1: 2, p4: 1 });
+    await writeFile(fx.config, `builtinProfiles: false\nnot-a-setting: 1\n`);
+    await waitFor(
+      () => w.logs.some((l) => l.msg === 'the host config is invalid; keeping the previous one'),
+      'the rejection',
+    );
+    expect(await runners(fx, 'p4')).toBe(1);
+  });
+
+  it('on SIGTERM abandons the running build, releases the lock and exits 0; the next run discards the orphan', async () => {
+    const { fx, w } = await setup('', { CORRAL_MEMORY_OUTCOMES: 'p1=hang' });
+    await waitFor(() => w.logs.some((l) => l.msg === 'build started'), 'the build to start');
+    const asked = Date.now();
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+    expect(Date.now() - asked).toBeLessThan(5000);
+    expect(existsSync(join(fx.stateDir, 'lock'))).toBe(false);
+    const events = (await readFile(join(fx.stateDir, 'events.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { action: string; error?: string });
+    expect(events.some((e) => e.action === 'build' && /abandoned/.test(e.error ?? ''))).toBe(true);
+    const next = await runCli(['reconcile', '--once', '--config', fx.config, '--hypervisor', 'memory', '--json']);
+    expect(next.code).toBe(0);
+    const done = JSON.parse(next.stdout) as { results: { action: { action: string } }[] };
+    expect(done.results.map((r) => r.action.action)).toContain('discard');
+    expect(await runners(fx, 'p1')).toBe(2);
+  });
+
+  it('makes a cron "reconcile --once" exit 75 at once with a one-line message while it runs', async () => {
+    const { fx, w } = await setup();
+    await settled(fx, w, { p1: 2 });
+    const cron = await runCli(['reconcile', '--once', '--config', fx.config, '--hypervisor', 'memory']);
+    expect(cron.code).toBe(75);
+    expect(cron.ms).toBeLessThan(5000);
+    const lines = cron.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`locked by pid ${w.child.pid} (corral watch`);
+  });
+});
