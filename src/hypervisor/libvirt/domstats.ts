@@ -16,9 +16,24 @@ export function parseUuidList(out: string): Map<string, string> {
 }
 
 // virDomainState and its reasons, from libvirt's public (stable) API.
-const STATE: Record<number, DomState['state']> = { 1: 'running', 2: 'running', 3: 'paused', 4: 'running', 5: 'shutoff', 6: 'crashed' };
+const STATE: Record<number, DomState['state']> = {
+  1: 'running',
+  2: 'running',
+  3: 'paused',
+  4: 'running',
+  5: 'shutoff',
+  6: 'crashed',
+};
 const SHUTOFF_REASON: Record<number, string> = {
-  0: 'unknown', 1: 'shutdown', 2: 'destroyed', 3: 'crashed', 4: 'migrated', 5: 'saved', 6: 'failed', 7: 'from snapshot', 8: 'daemon',
+  0: 'unknown',
+  1: 'shutdown',
+  2: 'destroyed',
+  3: 'crashed',
+  4: 'migrated',
+  5: 'saved',
+  6: 'failed',
+  7: 'from snapshot',
+  8: 'daemon',
 };
 const CRASHED_REASON: Record<number, string> = { 0: 'unknown', 1: 'panicked' };
 

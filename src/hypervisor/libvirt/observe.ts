@@ -42,7 +42,12 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
   const listing = await ctx.virsh.batch(['list --all --uuid --name', 'domstats --state']);
   // A failed listing must never read as "no guests": the planner would recreate everything.
   if (listing.stderr.includes('error:')) {
-    throw new CommandError(`virsh listing failed: ${listing.stderr.trim().split('\n')[0]}`, 'virsh list; domstats', undefined, listing.stderr);
+    throw new CommandError(
+      `virsh listing failed: ${listing.stderr.trim().split('\n')[0]}`,
+      'virsh list; domstats',
+      undefined,
+      listing.stderr,
+    );
   }
   const uuids = parseUuidList(listing.out[0] ?? '');
   const states = parseDomstats(listing.out[1] ?? '');
@@ -60,12 +65,16 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
   }
 
   const unknown = candidates.filter((c) => !ctx.metaMemo.has(c.uuid));
-  const { out } = await ctx.virsh.batch(unknown.map((c) => `metadata ${virshQuote(c.name)} --uri ${virshQuote(CORRAL_XMLNS)}`));
+  const { out } = await ctx.virsh.batch(
+    unknown.map((c) => `metadata ${virshQuote(c.name)} --uri ${virshQuote(CORRAL_XMLNS)}`),
+  );
   const fetched = new Map<string, MetaResult>(unknown.map((c, i) => [c.uuid, parseMetaElement(out[i] ?? '')]));
 
   for (const c of candidates) {
     const memo = ctx.metaMemo.get(c.uuid);
-    const meta: MetaResult = memo ? { ok: true, meta: memo } : (fetched.get(c.uuid) ?? { ok: false, reason: 'no corral metadata' });
+    const meta: MetaResult = memo
+      ? { ok: true, meta: memo }
+      : (fetched.get(c.uuid) ?? { ok: false, reason: 'no corral metadata' });
     const judged = await judge(ctx, c, meta);
     if ('reason' in judged) result.unrecognized.push({ name: c.name, reason: judged.reason });
     else {
@@ -85,7 +94,13 @@ async function judge(ctx: ObserveContext, c: Candidate, meta: MetaResult): Promi
   if (parsed.role !== 'runner' && meta.meta.gen !== parsed.gen) {
     return { reason: `metadata names generation ${meta.meta.gen}, the name says ${parsed.gen}` };
   }
-  const guest: ObservedGuest = { name, role: parsed.role, profile: parsed.profile, state: state.state, meta: meta.meta };
+  const guest: ObservedGuest = {
+    name,
+    role: parsed.role,
+    profile: parsed.profile,
+    state: state.state,
+    meta: meta.meta,
+  };
   if (parsed.role === 'runner') guest.index = parsed.index;
   else guest.gen = parsed.gen;
   if (parsed.role === 'rebuild') {

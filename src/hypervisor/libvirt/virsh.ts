@@ -30,11 +30,18 @@ export function virshQuote(arg: string): string {
   return `'${arg}'`;
 }
 
+/** A wedged libvirtd must surface as an error, not hang a pass forever. */
+const TIMEOUT_MS = 120_000;
+
 export function createVirsh(uri: string, exec: Exec): Virsh {
   const base = ['-q', '-c', uri];
   return {
     async run(args, input) {
-      const r = await exec('virsh', [...base, ...args], input === undefined ? {} : { input });
+      const r = await exec(
+        'virsh',
+        [...base, ...args],
+        input === undefined ? { timeoutMs: TIMEOUT_MS } : { input, timeoutMs: TIMEOUT_MS },
+      );
       return r.stdout;
     },
     async batch(commands) {
@@ -43,7 +50,7 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
       const script =
         commands.map((c, i) => `echo @@corral-${nonce}''@@${i}@@\n${c}\n`).join('') +
         `echo @@corral-${nonce}''@@end@@\n`;
-      const r = await exec('virsh', base, { input: script });
+      const r = await exec('virsh', base, { input: script, timeoutMs: TIMEOUT_MS });
       return { out: splitBatch(r.stdout, nonce, commands.length), stderr: r.stderr };
     },
     async define(xml) {
@@ -51,7 +58,7 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
       const file = path.join(os.tmpdir(), `corral-define-${randomBytes(6).toString('hex')}.xml`);
       await writeFile(file, xml);
       try {
-        await exec('virsh', [...base, 'define', file]);
+        await exec('virsh', [...base, 'define', file], { timeoutMs: TIMEOUT_MS });
       } finally {
         await rm(file, { force: true });
       }

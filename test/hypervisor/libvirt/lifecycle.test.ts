@@ -48,7 +48,10 @@ afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-async function buildToVerdict(profile: CompiledProfile, gen: string): Promise<{ name: string; verdict: Verdict; ms: number }> {
+async function buildToVerdict(
+  profile: CompiledProfile,
+  gen: string,
+): Promise<{ name: string; verdict: Verdict; ms: number }> {
   const name = rebuildName(PREFIX, profile.name, gen);
   const t0 = performance.now();
   await hv.startBuild({ name, profile, meta: metaFor(profile, gen, 'test-lock') });
@@ -75,7 +78,14 @@ describe('libvirt hypervisor lifecycle', () => {
     console.info(`build start→verdict: ${built.ms.toFixed(0)} ms`);
     expect(built.verdict).toEqual({ ok: true });
     expect((await hv.observe()).guests).toEqual([
-      expect.objectContaining({ name: built.name, role: 'rebuild', profile: 'tiny', gen, state: 'shutoff', verdict: { ok: true } }),
+      expect.objectContaining({
+        name: built.name,
+        role: 'rebuild',
+        profile: 'tiny',
+        gen,
+        state: 'shutoff',
+        verdict: { ok: true },
+      }),
     ]);
 
     const template = templateName(PREFIX, 'tiny', gen);
@@ -87,12 +97,20 @@ describe('libvirt hypervisor lifecycle', () => {
       await hv.createRunner({ template, name, profile: tiny, meta: metaFor(tiny, gen) });
       const total = performance.now() - t0;
       const start = calls.find((c) => c.args.includes('start'))?.ms ?? 0;
-      const steps = calls.map((c) => `${c.file} ${c.args.find((a) => /^[a-z]/.test(a) && !a.includes('://'))} ${c.ms.toFixed(0)}ms`);
-      console.info(`${name}: clone ${(total - start).toFixed(0)} ms + start ${start.toFixed(0)} ms [${steps.join(', ')}]`);
+      const steps = calls.map(
+        (c) => `${c.file} ${c.args.find((a) => /^[a-z]/.test(a) && !a.includes('://'))} ${c.ms.toFixed(0)}ms`,
+      );
+      console.info(
+        `${name}: clone ${(total - start).toFixed(0)} ms + start ${start.toFixed(0)} ms [${steps.join(', ')}]`,
+      );
       expect(total - start).toBeLessThan(1000); // generous: the other runner boots on the same 2 cores
     }
     for (const name of runners) {
-      const line = await until(`${name} to boot`, 60_000, async () => /corral-runner: (.*)/.exec((await hv.consoleLog(name)) ?? '')?.[1]);
+      const line = await until(
+        `${name} to boot`,
+        60_000,
+        async () => /corral-runner: (.*)/.exec((await hv.consoleLog(name)) ?? '')?.[1],
+      );
       expect(line).toBe('tiny hello v1 (from tiny 1)');
     }
 

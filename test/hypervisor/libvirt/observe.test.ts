@@ -100,8 +100,15 @@ describe('libvirt observation and ownership', () => {
     expect(virshCount).toBeLessThanOrEqual(2);
     expect(spawned).toHaveLength(virshCount);
     expect(obs.guests).toHaveLength(N + 1);
-    expect(obs.guests.every((g) => g.meta.gen === gen && g.meta.owner === 'lock-1' && g.state === 'shutoff')).toBe(true);
-    expect(obs.guests.filter((g) => g.role === 'runner').map((g) => g.index).sort((a, b) => a! - b!)).toEqual([...Array(N).keys()]);
+    expect(obs.guests.every((g) => g.meta.gen === gen && g.meta.owner === 'lock-1' && g.state === 'shutoff')).toBe(
+      true,
+    );
+    expect(
+      obs.guests
+        .filter((g) => g.role === 'runner')
+        .map((g) => g.index)
+        .sort((a, b) => a! - b!),
+    ).toEqual([...Array(N).keys()]);
     expect([...obs.unrecognized].sort((a, b) => a.name.localeCompare(b.name))).toEqual([
       { name: 'ci-not-a-corral-name', reason: expect.stringContaining('naming scheme') },
       { name: 'ci-runner-tiny.99', reason: 'no corral metadata' },

@@ -1,6 +1,12 @@
 /** Pure parts of the libvirt backend: XML edits, metadata, virsh batch output, state parsing. */
 import { describe, expect, it } from 'vitest';
-import { buildDomainXml, children, parseDomainXml, sourcePath, type XmlNode } from '../../../src/hypervisor/libvirt/domain-xml.js';
+import {
+  buildDomainXml,
+  children,
+  parseDomainXml,
+  sourcePath,
+  type XmlNode,
+} from '../../../src/hypervisor/libvirt/domain-xml.js';
 import { readMeta, setMeta, CORRAL_XMLNS } from '../../../src/hypervisor/libvirt/metadata.js';
 import { runnerDomainXml } from '../../../src/hypervisor/libvirt/runner-xml.js';
 import { splitBatch } from '../../../src/hypervisor/libvirt/virsh.js';
@@ -63,9 +69,15 @@ describe('metadata', () => {
   });
 
   it('reports missing and incomplete metadata', () => {
-    expect(readMeta(parseDomainXml('<domain><name>x</name></domain>'))).toEqual({ ok: false, reason: 'no corral metadata' });
+    expect(readMeta(parseDomainXml('<domain><name>x</name></domain>'))).toEqual({
+      ok: false,
+      reason: 'no corral metadata',
+    });
     const partial = `<domain><metadata><corral:guest xmlns:corral="${CORRAL_XMLNS}"><corral:profile>p</corral:profile></corral:guest></metadata></domain>`;
-    expect(readMeta(parseDomainXml(partial))).toMatchObject({ ok: false, reason: expect.stringContaining('lacks gen') });
+    expect(readMeta(parseDomainXml(partial))).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('lacks gen'),
+    });
   });
 });
 
@@ -141,16 +153,29 @@ describe('states and verdicts', () => {
 
 describe('listings', () => {
   it('reads uuid/name pairs and per-guest states from domstats', () => {
-    const list = '3ee17275-51cb-40be-b152-ffdabc240df3 ci-runner-tiny.0\nf7a4d043-392f-4559-986c-13a726ca5ca8 odd name\n\n';
+    const list =
+      '3ee17275-51cb-40be-b152-ffdabc240df3 ci-runner-tiny.0\nf7a4d043-392f-4559-986c-13a726ca5ca8 odd name\n\n';
     expect([...parseUuidList(list)]).toEqual([
       ['ci-runner-tiny.0', '3ee17275-51cb-40be-b152-ffdabc240df3'],
       ['odd name', 'f7a4d043-392f-4559-986c-13a726ca5ca8'],
     ]);
     const stats = [
-      "Domain: 'a'", '  state.state=1', '  state.reason=1', '',
-      "Domain: 'b'", '  state.state=5', '  state.reason=3', '',
-      "Domain: 'c'", '  state.state=6', '  state.reason=1', '',
-      "Domain: 'd'", '  state.state=5', '  state.reason=1', '',
+      "Domain: 'a'",
+      '  state.state=1',
+      '  state.reason=1',
+      '',
+      "Domain: 'b'",
+      '  state.state=5',
+      '  state.reason=3',
+      '',
+      "Domain: 'c'",
+      '  state.state=6',
+      '  state.reason=1',
+      '',
+      "Domain: 'd'",
+      '  state.state=5',
+      '  state.reason=1',
+      '',
     ].join('\n');
     expect(Object.fromEntries(parseDomstats(stats))).toEqual({
       a: { state: 'running', reason: '1' },
