@@ -1,20 +1,20 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { runPass } from '../apply/pass.js';
 import type { Runtime } from '../cli/runtime.js';
 import type { HostConfig } from '../config/host-config.js';
 import type { Validators } from '../config/schema.js';
-import { ConfigError, type Problem } from '../errors.js';
+import type { Problem } from '../errors.js';
 import { FileDigests } from '../sources/inputs.js';
 import type { CompiledView } from '../sources/view.js';
 import { BackoffStore } from '../state/backoff-store.js';
 import { readCurrentView } from '../state/compiled-store.js';
 import { watchStatusPath, writeWatchStatus } from '../state/watch-status.js';
 import { AbsenceTracker } from './absence.js';
-import { chooseView, sourceDirsOf, type Choice } from './choose-view.js';
+import { chooseView, sourceDirsOf } from './choose-view.js';
 import { createQueues, StoppedError, type PassQueues } from './queues.js';
-import { maxWaitMs, mergeReloaded } from './reload.js';
-import { ProblemReporter } from './report.js';
+import { Timers, watchPass } from './watch-pass.js';
+import { maxWaitMs, reloadConfig } from './reload.js';
+import { ProblemReporter, watchStatus } from './report.js';
 import { PassScheduler, type Batch, type TriggerKind } from './scheduler.js';
 import { ignoredPaths, relevance, watchTargets } from './targets.js';
 import { WatchSet, type WatcherFactory } from './watch-set.js';
@@ -48,7 +48,7 @@ export class WatchDaemon {
   private stopped: Promise<void> | undefined;
   private resolveStopping: () => void = () => undefined;
   private readonly stoppingSignal = new Promise<void>((resolve) => (this.resolveStopping = resolve));
-  private readonly timers = new Map<TriggerKind, NodeJS.Timeout>();
+  private readonly timers = new Timers<TriggerKind>();
   private readonly digests = new FileDigests();
   private readonly reporter: ProblemReporter;
   private readonly queues: PassQueues;
@@ -112,8 +112,7 @@ export class WatchDaemon {
     );
     this.stopping = true;
     this.resolveStopping();
-    for (const timer of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
+    this.timers.close();
     this.queues.builds.stop();
     this.queues.clones.stop();
     await Promise.all([this.scheduler.stop(), this.watchSet.close()]);
@@ -130,12 +129,7 @@ export class WatchDaemon {
   }
 
   private later(kind: TriggerKind, ms: number): void {
-    if (this.stopping) return;
-    clearTimeout(this.timers.get(kind));
-    this.timers.set(
-      kind,
-      setTimeout(() => (this.timers.delete(kind), this.scheduler.request(kind)), ms),
-    );
+    this.timers.set(kind, ms, () => this.scheduler.request(kind));
   }
 
   private async cycle(batch: Batch): Promise<void> {
@@ -143,9 +137,12 @@ export class WatchDaemon {
     const waitedMs = Date.now() - batch.firstAt;
     log.info({ triggers: batch.kinds, events: batch.events, paths: batch.paths, waitedMs }, 'pass starting');
     const onlyFollowUp = batch.kinds.every((k) => k === 'follow-up');
-    this.followUps = onlyFollowUp ? this.followUps + 1 : 0;
     try {
-      if (batch.kinds.includes('reload') || batch.kinds.includes('config')) await this.reloadConfig();
+      if (batch.kinds.includes('reload') || batch.kinds.includes('config')) {
+        const reloaded = await reloadConfig(this.config, this.deps.loadConfig, log);
+        this.configProblems = reloaded.problems;
+        if (reloaded.config !== this.config) this.useConfig(reloaded.config);
+      }
       await this.watchSet.update(await watchTargets(this.config.sources, this.config.file));
       const choice = await chooseView(this.lastGood, {
         config: this.config,
@@ -155,13 +152,15 @@ export class WatchDaemon {
         now: this.runtime.clock(),
       });
       if (choice.view) this.lastGood = choice.view;
-      const problems = this.reporter.report(choice, this.configProblems);
-      await this.writeStatus(choice, problems);
+      this.reporter.report(choice);
+      const status = () =>
+        writeWatchStatus(this.config.stateDir, watchStatus(choice, this.configProblems, this.lastPassAt));
+      await status();
       if (choice.absence.nextExpiry !== undefined) this.later('grace', choice.absence.nextExpiry - Date.now() + 50);
-      if (choice.view && !this.stopping) await this.pass(choice.view);
+      if (choice.view && !this.stopping) await this.pass(choice.view, onlyFollowUp);
       else if (!choice.view) log.warn('no view has compiled yet: nothing to reconcile until the sources compile');
       this.retryMs = RETRY_MS;
-      if (choice.view) await this.writeStatus(choice, problems);
+      if (choice.view) await status();
     } catch (error) {
       if (this.stopping && error instanceof StoppedError) return;
       if (this.stopping) return void log.warn({ error: (error as Error).message }, 'pass cut short by stop');
@@ -173,72 +172,29 @@ export class WatchDaemon {
     }
   }
 
-  private async pass(view: CompiledView): Promise<void> {
-    const pass = await runPass(view, {
-      ...this.runtime,
-      config: this.config,
-      log: this.deps.log,
-      ownerToken: this.deps.ownerToken,
-      stopping: this.stoppingSignal,
-      queues: this.queues,
-    });
+  private async pass(view: CompiledView, followingUp: boolean): Promise<void> {
+    const deps = { ...this.runtime, config: this.config, log: this.deps.log, ownerToken: this.deps.ownerToken };
+    const progressed = await watchPass(view, { ...deps, stopping: this.stoppingSignal, queues: this.queues }, () =>
+      this.scheduler.request('build-done'),
+    );
     this.lastPassAt = this.runtime.clock().toISOString();
-    if (pass.plan.actions.some((a) => a.action === 'build')) {
-      pass.builds.then(
-        () => this.scheduler.request('build-done'),
-        (error: unknown) => {
-          if (!(error instanceof StoppedError))
-            this.deps.log.error({ error: (error as Error).message }, 'build crashed');
-        },
+    this.followUps = followingUp ? this.followUps + 1 : 0;
+    if (!progressed) return;
+    if (this.followUps < MAX_FOLLOW_UPS) this.scheduler.request('follow-up');
+    else
+      this.deps.log.warn(
+        { passes: this.followUps },
+        'still changing after many passes in a row; waiting for a trigger',
       );
-    }
-    if (pass.results.some((r) => r.ok)) {
-      if (this.followUps < MAX_FOLLOW_UPS) this.scheduler.request('follow-up');
-      else
-        this.deps.log.warn(
-          { passes: this.followUps },
-          'still changing after many passes in a row; waiting for the next trigger',
-        );
-    }
   }
 
-  private async reloadConfig(): Promise<void> {
-    const { log } = this.deps;
-    try {
-      const { config, kept } = mergeReloaded(this.config, await this.deps.loadConfig());
-      if (kept.length > 0)
-        log.warn(
-          { settings: kept },
-          'these settings change only when corral watch restarts; keeping the running values',
-        );
-      this.config = config;
-      this.configProblems = [];
-      this.relevant = relevance(config.sources, config.file);
-      this.queues.builds.concurrency = config.concurrency.builds;
-      this.queues.clones.concurrency = config.concurrency.clones;
-      this.runtime = { ...this.runtime, backoff: new BackoffStore(config.stateDir, config.backoff) };
-      this.scheduler.setDebounce(config.watch.debounceMs, maxWaitMs(config.watch.debounceMs));
-      this.absence.setGrace(config.watch.absentGraceSeconds * 1000);
-      log.info({ config: config.file, sources: config.sources.map((s) => s.name) }, 'host config reloaded');
-    } catch (error) {
-      const file = this.config.file ?? '';
-      this.configProblems =
-        error instanceof ConfigError && error.problems.length > 0
-          ? error.problems
-          : [{ file, severity: 'error', message: `cannot reload the host config: ${(error as Error).message}` }];
-      log.error({ config: file }, 'the host config is invalid; keeping the previous one');
-    }
-  }
-
-  private async writeStatus(choice: Choice, problems: Problem[]): Promise<void> {
-    await writeWatchStatus(this.config.stateDir, {
-      pid: process.pid,
-      updatedAt: new Date().toISOString(),
-      ...(choice.view ? { generation: choice.view.generation } : {}),
-      // Only what makes the watch deviate (it shows as "using the last good view" in status).
-      problems: choice.compiled && choice.absence.holding.length === 0 ? this.configProblems : problems,
-      absentSince: choice.absence.absentSince,
-      ...(this.lastPassAt ? { lastPassAt: this.lastPassAt } : {}),
-    });
+  private useConfig(config: HostConfig): void {
+    this.config = config;
+    this.relevant = relevance(config.sources, config.file);
+    this.queues.builds.concurrency = config.concurrency.builds;
+    this.queues.clones.concurrency = config.concurrency.clones;
+    this.runtime = { ...this.runtime, backoff: new BackoffStore(config.stateDir, config.backoff) };
+    this.scheduler.setDebounce(config.watch.debounceMs, maxWaitMs(config.watch.debounceMs));
+    this.absence.setGrace(config.watch.absentGraceSeconds * 1000);
   }
 }

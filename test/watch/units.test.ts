@@ -1,0 +1,125 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FSWatcher } from 'chokidar';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AbsenceTracker } from '../../src/watch/absence.js';
+import { isOnPattern, matchesPattern, relevance, staticRoot, watchTargets } from '../../src/watch/targets.js';
+import { WatchSet } from '../../src/watch/watch-set.js';
+import { waitFor } from './harness.js';
+
+const temps: string[] = [];
+afterEach(async () => {
+  for (const t of temps.splice(0)) await rm(t, { recursive: true, force: true });
+});
+async function temp(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'corral-watch-unit-'));
+  temps.push(dir);
+  return dir;
+}
+
+describe('AbsenceTracker', () => {
+  const configured = () => true;
+
+  it('holds a known dir for the grace period, then lets it go', () => {
+    const t = new AbsenceTracker(120_000, ['/mnt/a/p', '/src']);
+    expect(t.observe(new Set(['/mnt/a/p', '/src']), configured, 0).holding).toEqual([]);
+    const gone = t.observe(new Set(['/src']), configured, 1000);
+    expect(gone).toMatchObject({ holding: ['/mnt/a/p'], newlyMissing: ['/mnt/a/p'], nextExpiry: 121_000 });
+    expect(t.observe(new Set(['/src']), configured, 120_999).holding).toEqual(['/mnt/a/p']);
+    expect(t.observe(new Set(['/src']), configured, 121_000)).toMatchObject({ holding: [], expired: ['/mnt/a/p'] });
+    t.accept(['/src']);
+    expect(t.observe(new Set(['/src']), configured, 200_000).absentSince).toEqual({});
+  });
+
+  it('restarts the clock when the dir comes back in between', () => {
+    const t = new AbsenceTracker(10, ['/a']);
+    t.observe(new Set(), configured, 0);
+    t.observe(new Set(['/a']), configured, 5);
+    expect(t.observe(new Set(), configured, 12)).toMatchObject({ holding: ['/a'], newlyMissing: ['/a'] });
+  });
+
+  it('gives no grace to a source removed from the host config', () => {
+    const t = new AbsenceTracker(120_000, ['/a']);
+    expect(t.observe(new Set(), () => false, 0).holding).toEqual([]);
+  });
+});
+
+describe('watch targets', () => {
+  it('matches paths on the way to and inside glob sources', () => {
+    const pattern = '/mnt/*/corral/profiles';
+    expect(staticRoot(pattern)).toEqual({ root: '/mnt', rest: ['*', 'corral', 'profiles'] });
+    expect(isOnPattern('/mnt/usb1', pattern)).toBe(true);
+    expect(isOnPattern('/mnt/usb1/corral/profiles/p/profile.yaml', pattern)).toBe(true);
+    expect(isOnPattern('/mnt/usb1/other', pattern)).toBe(false);
+    expect(isOnPattern('/mnt/.hidden/corral', pattern)).toBe(false);
+    expect(matchesPattern('/mnt/usb1/corral/profiles', pattern)).toBe(true);
+    expect(matchesPattern('/mnt/usb1/corral', pattern)).toBe(false);
+    const relevant = relevance([{ name: 's', glob: pattern }], '/etc/corral/config.yaml');
+    expect(relevant('/etc/corral/config.yaml')).toBe('config');
+    expect(relevant('/etc/corral/other.yaml')).toBeUndefined();
+  });
+
+  it('watches source dirs deep, glob roots to the match depth, and missing dirs through an ancestor', async () => {
+    const root = await temp();
+    await mkdir(join(root, 'mnt', 'a', 'corral', 'profiles'), { recursive: true });
+    await mkdir(join(root, 'src'));
+    const targets = await watchTargets(
+      [
+        { name: 'src', path: join(root, 'src') },
+        { name: 'later', path: join(root, 'not', 'yet') },
+        { name: 'parts', glob: join(root, 'mnt', '*', 'corral', 'profiles') },
+      ],
+      join(root, 'corral.yaml'),
+    );
+    expect(targets).toEqual(
+      [
+        { dir: root, depth: 0 },
+        { dir: join(root, 'mnt'), depth: 2 },
+        { dir: join(root, 'mnt', 'a', 'corral', 'profiles'), depth: 8 },
+        { dir: join(root, 'src'), depth: 8 },
+      ].sort((a, b) => a.dir.localeCompare(b.dir)),
+    );
+  });
+});
+
+describe('WatchSet', () => {
+  it('falls back to polling when the watcher runs out of inotify watches, and says so', async () => {
+    const dir = await temp();
+    const created: FSWatcher[] = [];
+    const lines: { msg: string; pollIntervalMs?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const events: string[] = [];
+    let fellBack = 0;
+    const set = new WatchSet({
+      log,
+      ignored: () => false,
+      onEvent: (_event, path) => events.push(path),
+      onFallback: () => fellBack++,
+      pollIntervalMs: 50,
+      createWatcher: (options) => {
+        const w = new FSWatcher(options);
+        created.push(w);
+        return w;
+      },
+    });
+    try {
+      await set.update([{ dir, depth: 1 }]);
+      expect(set.mode).toBe('events');
+      created[0]!.emit(
+        'error',
+        Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' }),
+      );
+      await waitFor(() => fellBack === 1, 'the fallback');
+      expect(set.mode).toBe('polling');
+      expect(created).toHaveLength(2);
+      expect(created[1]!.options.usePolling).toBe(true);
+      expect(lines.some((l) => /falling back to polling/.test(l.msg))).toBe(true);
+      await writeFile(join(dir, 'profile.yaml'), 'runners: 1\n');
+      await waitFor(() => events.includes(join(dir, 'profile.yaml')), 'an event while polling', 10_000);
+    } finally {
+      await set.close();
+    }
+  });
+});
