@@ -12,21 +12,20 @@ export async function confine(profileDir: string, reference: string, expect?: 'f
     return { ok: false, message: `must be a path relative to the profile dir, not absolute: ${reference}` };
   const lexical = resolve(profileDir, reference);
   if (!inside(profileDir, lexical)) return { ok: false, message: `leaves the profile dir: ${reference}` };
-  let real: string;
+  let real: string, realDir: string, isFile: boolean, isDir: boolean;
   try {
     real = await realpath(lexical);
+    realDir = await realpath(profileDir);
+    const info = await stat(real); // may vanish between the calls: still a problem, not a crash
+    [isFile, isDir] = [info.isFile(), info.isDirectory()];
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     return { ok: false, message: code === 'ENOENT' ? `not found: ${reference}` : `cannot read ${reference} (${code})` };
   }
-  const realDir = await realpath(profileDir);
   if (!inside(realDir, real)) return { ok: false, message: `is a symlink leaving the profile dir: ${reference}` };
-  if (expect) {
-    // Hashing and the seed disk read these: a directory where a file belongs (or the reverse) is an input error.
-    const info = await stat(real);
-    if (expect === 'file' && !info.isFile()) return { ok: false, message: `must be a regular file: ${reference}` };
-    if (expect === 'dir' && !info.isDirectory()) return { ok: false, message: `must be a directory: ${reference}` };
-  }
+  // Hashing and the seed disk read these: a directory where a file belongs (or the reverse) is an input error.
+  if (expect === 'file' && !isFile) return { ok: false, message: `must be a regular file: ${reference}` };
+  if (expect === 'dir' && !isDir) return { ok: false, message: `must be a directory: ${reference}` };
   return { ok: true, path: lexical };
 }
 

@@ -46,8 +46,8 @@ export async function acquireLock(stateDir: string, opts: LockOptions): Promise<
       }
       const current = await readLockHolder(stateDir);
       if (current && !isAlive(current)) {
-        opts.log.warn({ pid: current.pid, command: current.command }, 'taking over a stale lock left by a process that no longer runs');
-        await rm(path, { force: true });
+        if (await breakStaleLock(path, temp, current, opts.log)) continue;
+        await new Promise((r) => setTimeout(r, 10)); // another process is breaking it right now
         continue;
       }
       if (!opts.wait) {
@@ -66,8 +66,12 @@ export function lockPath(stateDir: string): string {
 }
 
 export async function readLockHolder(stateDir: string): Promise<LockHolder | undefined> {
+  return readHolderFile(lockPath(stateDir));
+}
+
+async function readHolderFile(path: string): Promise<LockHolder | undefined> {
   try {
-    return JSON.parse(await readFile(lockPath(stateDir), 'utf8')) as LockHolder;
+    return JSON.parse(await readFile(path, 'utf8')) as LockHolder;
   } catch {
     return undefined;
   }
@@ -82,6 +86,35 @@ export function isAlive(holder: LockHolder): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Removes a dead holder's lock file. Two processes that both saw it stale must not both remove it
+ * (the second would delete the first one's fresh lock), so breaking is serialized by `lock.break`,
+ * taken exactly like the lock itself. Returns false when another live process is breaking it.
+ */
+async function breakStaleLock(path: string, temp: string, stale: LockHolder, log: Logger): Promise<boolean> {
+  const breaker = `${path}.break`;
+  try {
+    await link(temp, breaker);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const other = await readHolderFile(breaker);
+    if (other && isAlive(other)) return false;
+    await rm(breaker, { force: true }); // left by a process that died while breaking
+    return true;
+  }
+  try {
+    // Only a breaker removes someone else's lock, and a new lock appears only where none is, so
+    // reading the stale token here means the file is still the dead holder's.
+    if ((await readHolderFile(path))?.token === stale.token) {
+      log.warn({ pid: stale.pid, command: stale.command }, 'taking over a stale lock left by a process that no longer runs');
+      await rm(path, { force: true });
+    }
+  } finally {
+    await rm(breaker, { force: true });
+  }
+  return true;
 }
 
 async function releaseLock(path: string, token: string): Promise<void> {
