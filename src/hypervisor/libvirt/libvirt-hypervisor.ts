@@ -2,7 +2,8 @@
  * The libvirt backend of the Hypervisor interface. Every outside call goes through virsh,
  * qemu-img or genisoimage (via the injected Exec), so failures arrive as CommandErrors.
  */
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
@@ -60,27 +61,49 @@ export class LibvirtHypervisor implements Hypervisor {
   async startBuild(req: BuildRequest): Promise<void> {
     const parsed = parseName(this.prefix, req.name);
     if (parsed?.role !== 'rebuild') throw new Error(`${req.name} is not a rebuild guest name`);
+    // Its files are named by profile@gen: writing them for a guest that exists would wreck it.
+    if (await this.exists(req.name)) throw new Error(`cannot start build ${req.name}: a guest of that name exists`);
     const log = this.log.child({ guest: req.name, profile: req.profile.name });
     const l = this.layout;
     await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
     const files = buildFiles(l, parsed.profile, parsed.gen);
     const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
-    await createOverlay(this.exec, base, files.disk);
-    await buildSeedIso(this.exec, req.profile.provision, files.seed);
-    // A stale verdict from an earlier attempt must never be read as this build's.
-    await writeFile(files.status, '');
-    const boot = await this.copyBootFiles(req, files.disk);
-    const xml = await rebuildDomainXml({
-      name: req.name,
-      profile: req.profile,
-      meta: req.meta,
-      ...files,
-      ...boot,
-      domainType: this.domainType,
-    });
-    await this.virsh.define(xml);
+    try {
+      await createOverlay(this.exec, base, files.disk);
+      await buildSeedIso(this.exec, req.profile.provision, files.seed);
+      // A stale verdict from an earlier attempt must never be read as this build's.
+      await writeFile(files.status, '');
+      const boot = await this.copyBootFiles(req, files.disk);
+      const input = {
+        name: req.name,
+        profile: req.profile,
+        meta: req.meta,
+        ...files,
+        ...boot,
+        domainType: this.domainType,
+      };
+      await this.virsh.define(await rebuildDomainXml(input));
+    } catch (err) {
+      // Nothing refers to these files until the guest is defined, so no later pass would remove them.
+      const stem = files.disk.replace(/\.qcow2$/, '');
+      await Promise.all(
+        [...Object.values(files), `${stem}.kernel`, `${stem}.initrd`].map((f) => rm(f, { force: true })),
+      );
+      throw err;
+    }
+    // From here on a failure leaves a defined rebuild guest without verdict: the next pass discards it.
     await this.virsh.run(['start', req.name]);
     log.info({ disk: files.disk, base }, 'rebuild guest started');
+  }
+
+  private async exists(name: string): Promise<boolean> {
+    try {
+      await this.virsh.run(['domstate', name]);
+      return true;
+    } catch (err) {
+      if (isNoDomain(err)) return false;
+      throw err;
+    }
   }
 
   /** Kernel and initrd copied beside the template disk: a promoted template must not change when the profile dir does. */
@@ -125,17 +148,25 @@ export class LibvirtHypervisor implements Hypervisor {
     const t = parseName(this.prefix, req.template);
     if (t?.role !== 'template') throw new Error(`${req.template} is not a template guest name`);
     await Promise.all([this.layout.runnersDir, this.layout.statusDir].map((d) => mkdir(d, { recursive: true })));
+    // The overlay is made under a temp name and only renamed once define has succeeded, so a
+    // clash with an existing guest of this name never touches that guest's disk.
+    const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
     // The template disk follows from the name, so the overlay need not wait for dumpxml.
     const expectedDisk = buildFiles(this.layout, t.profile, t.gen).disk;
-    const [templateXml] = await Promise.all([
-      this.virsh.run(['dumpxml', '--inactive', req.template]),
-      createOverlay(this.exec, expectedDisk, files.disk),
-      writeFile(files.status, ''),
-    ]);
-    const templateDisk = rootDiskOf(parseDomainXml(templateXml));
-    if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-    if (path.resolve(templateDisk) !== expectedDisk) await createOverlay(this.exec, templateDisk, files.disk);
-    await this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files }));
+    try {
+      const [templateXml] = await Promise.all([
+        this.virsh.run(['dumpxml', '--inactive', req.template]),
+        createOverlay(this.exec, expectedDisk, tmpDisk),
+      ]);
+      const templateDisk = rootDiskOf(parseDomainXml(templateXml));
+      if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
+      if (path.resolve(templateDisk) !== expectedDisk) await createOverlay(this.exec, templateDisk, tmpDisk);
+      await this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files }));
+      await rename(tmpDisk, files.disk);
+    } finally {
+      await rm(tmpDisk, { force: true });
+    }
+    await writeFile(files.status, '');
     await this.virsh.run(['start', req.name]);
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }

@@ -2,7 +2,7 @@
  * Observation, metadata and file ownership against a real isolated libvirtd, with guests that are
  * defined but never started (no boot needed, so this file is fast).
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -20,6 +20,7 @@ import { parseDomainXml } from '../../../src/hypervisor/libvirt/domain-xml.js';
 import { readMeta } from '../../../src/hypervisor/libvirt/metadata.js';
 import { rebuildDomainXml, type BuildXmlInput } from '../../../src/hypervisor/libvirt/build-xml.js';
 import { ensureBaseImage } from '../../../src/images/base-cache.js';
+import { CommandError } from '../../../src/errors.js';
 
 const PREFIX = 'ci';
 const log = pino({ level: 'silent' });
@@ -141,10 +142,30 @@ describe('libvirt observation and ownership', () => {
     await virsh.define(await xmlFor(template, gen, { disk }));
     await virsh.define(await xmlFor(runner, gen, { disk: runnerDisk }));
 
+    // A clone under a name that exists fails without touching that guest's disk.
+    const before = await stat(runnerDisk);
+    await expect(hv.createRunner({ template, name: runner, profile: tiny, meta: metaFor(tiny, gen) })).rejects.toThrow(
+      /already exists/,
+    );
+    expect((await stat(runnerDisk)).mtimeMs).toBe(before.mtimeMs);
+    expect(await filesUnder(path.join(imagesDir, 'runners'))).toEqual([path.basename(runnerDisk)]);
+
     await hv.destroy(template);
     expect(await filesUnder(path.join(imagesDir, 'templates'))).toEqual([path.basename(disk)]);
     await hv.destroy(runner);
     expect(await filesUnder(path.join(imagesDir, 'runners'))).toEqual([]);
     expect(await filesUnder(path.join(imagesDir, 'base'))).toHaveLength(1);
+    await rm(disk); // orphaned by design: gc's job, not destroy's
+  });
+
+  it('a build that cannot start fails with a CommandError and leaves no files behind', async () => {
+    const broken = { ...tiny, provision: { ...tiny.provision, dir: path.join(workDir, 'no-such-provision-dir') } };
+    const gen = makeGen(new Date(), tiny.inputsHash);
+    const name = rebuildName(PREFIX, 'tiny', gen);
+    await expect(hv.startBuild({ name, profile: broken, meta: metaFor(tiny, gen) })).rejects.toBeInstanceOf(
+      CommandError,
+    );
+    expect((await filesUnder(imagesDir)).filter((f) => !f.startsWith('base/'))).toEqual([]);
+    expect((await hv.observe()).guests.map((g) => g.name)).not.toContain(name);
   });
 });
