@@ -37,6 +37,9 @@ start() {
   cp -a /etc/libvirt/. "$dir/etc/"
   # No autostarted default network: it would want dnsmasq and firewall rules we don't need.
   rm -rf "$dir/etc/qemu/networks/autostart"
+  # libvirt reads the first occurrence of a key, so disable any active ones before appending ours.
+  sed -i -E 's/^[[:space:]]*(stdio_handler|user|group|dynamic_ownership|security_driver|cgroup_controllers)[[:space:]]*=/# &/' \
+    "$dir/etc/qemu.conf"
   cat >>"$dir/etc/qemu.conf" <<'EOF'
 
 # corral sandbox (DESIGN.md §7)
