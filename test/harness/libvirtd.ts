@@ -7,8 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { repoRoot } from './repo-root.js';
 
 export interface Libvirtd {
   /** Connection URI for virsh and LibvirtHypervisor. */
@@ -18,21 +18,21 @@ export interface Libvirtd {
   stop(): Promise<void>;
 }
 
-export const SANDBOX_SCRIPT = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  '../../scripts/libvirtd-sandbox.sh',
-);
+export function sandboxScript(): string {
+  return path.join(repoRoot(), 'scripts/libvirtd-sandbox.sh');
+}
 
 export async function startLibvirtd(): Promise<Libvirtd> {
   // Short path: the control socket lives under it and unix socket paths are capped at 108 bytes.
   const dir = await mkdtemp('/tmp/corral-lv-');
+  const script = sandboxScript();
   const stopSync = (): void => {
-    spawnSync('bash', [SANDBOX_SCRIPT, 'stop', dir], { stdio: 'ignore' });
+    spawnSync('bash', [script, 'stop', dir], { stdio: 'ignore' });
   };
   process.once('exit', stopSync);
   let uri: string;
   try {
-    const r = await execa('bash', [SANDBOX_SCRIPT, 'start', dir]);
+    const r = await execa('bash', [script, 'start', dir]);
     uri = r.stdout.trim();
   } catch (err) {
     process.off('exit', stopSync);
@@ -46,7 +46,7 @@ export async function startLibvirtd(): Promise<Libvirtd> {
     stop() {
       stopped ??= (async () => {
         process.off('exit', stopSync);
-        await execa('bash', [SANDBOX_SCRIPT, 'stop', dir]);
+        await execa('bash', [script, 'stop', dir]);
       })();
       return stopped;
     },

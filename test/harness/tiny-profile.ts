@@ -6,15 +6,14 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { CompiledProfile } from '../../src/sources/view.js';
+import { repoRoot } from './repo-root.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const TINY_DIR = path.join(ROOT, 'profiles/tiny');
+export const TINY_DIR = path.join(repoRoot(), 'profiles/tiny');
 
 export async function ensureTinyBuilt(): Promise<void> {
-  await execa('bash', [path.join(ROOT, 'scripts/build-tiny.sh')]);
+  await execa('bash', [path.join(repoRoot(), 'scripts/build-tiny.sh')]);
 }
 
 async function sha256File(file: string): Promise<string> {
