@@ -11,6 +11,7 @@ import { readCurrentView } from '../state/compiled-store.js';
 import { watchStatusPath, writeWatchStatus } from '../state/watch-status.js';
 import { AbsenceTracker } from './absence.js';
 import { chooseView, sourceDirsOf } from './choose-view.js';
+import { MountWatch } from './mounts.js';
 import { createQueues, StoppedError, type PassQueues } from './queues.js';
 import { Timers, watchPass } from './watch-pass.js';
 import { maxWaitMs, reloadConfig } from './reload.js';
@@ -54,6 +55,7 @@ export class WatchDaemon {
   private readonly queues: PassQueues;
   private readonly scheduler: PassScheduler;
   private readonly watchSet: WatchSet;
+  private readonly mounts: MountWatch;
   private absence: AbsenceTracker;
   private relevant: ReturnType<typeof relevance>;
 
@@ -80,6 +82,7 @@ export class WatchDaemon {
       onFallback: () => this.scheduler.request('watcher'),
       ...(deps.createWatcher ? { createWatcher: deps.createWatcher } : {}),
     });
+    this.mounts = new MountWatch({ onChange: () => this.scheduler.fileEvent('/proc/self/mountinfo', 'mounts') });
   }
 
   /** Sets up the watchers and runs the first pass. */
@@ -87,6 +90,7 @@ export class WatchDaemon {
     this.lastGood = await readCurrentView(this.config.stateDir);
     this.absence = new AbsenceTracker(this.config.watch.absentGraceSeconds * 1000, sourceDirsOf(this.lastGood));
     await this.watchSet.update(await watchTargets(this.config.sources, this.config.file));
+    await this.mounts.start();
     this.deps.log.info(
       { sources: this.config.sources, config: this.config.file, debounceMs: this.config.watch.debounceMs },
       'corral watch started',
@@ -113,6 +117,7 @@ export class WatchDaemon {
     this.stopping = true;
     this.resolveStopping();
     this.timers.close();
+    this.mounts.stop();
     this.queues.builds.stop();
     this.queues.clones.stop();
     await Promise.all([this.scheduler.stop(), this.watchSet.close()]);

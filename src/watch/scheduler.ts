@@ -1,6 +1,16 @@
-/** Why a pass runs. File events are `change` (sources) and `config` (the host config file). */
+/** Why a pass runs. Debounced: `change` (sources), `config` (the host config file), `mounts` (the mount table). */
 export type TriggerKind =
-  'start' | 'change' | 'config' | 'reload' | 'resync' | 'build-done' | 'follow-up' | 'retry' | 'grace' | 'watcher';
+  | 'start'
+  | 'change'
+  | 'config'
+  | 'mounts'
+  | 'reload'
+  | 'resync'
+  | 'build-done'
+  | 'follow-up'
+  | 'retry'
+  | 'grace'
+  | 'watcher';
 
 /** Everything that asked for a pass since the last one started, coalesced. */
 export interface Batch {
@@ -58,7 +68,7 @@ export class PassScheduler {
   }
 
   /** A file event: the pass waits until events have been quiet for the debounce time. */
-  fileEvent(path: string, kind: 'change' | 'config' = 'change'): void {
+  fileEvent(path: string, kind: 'change' | 'config' | 'mounts' = 'change'): void {
     if (this.stopped) return;
     const p = this.batch(kind);
     const now = this.deps.now();

@@ -69,12 +69,14 @@ export interface Watch {
   passesSince(time: number, trigger?: string): LogLine[];
 }
 
-export function startWatch(fx: Fixture, args: string[] = [], env: NodeJS.ProcessEnv = {}): Watch {
-  const child = spawn(
-    process.execPath,
-    [CORRAL, 'watch', '--hypervisor', 'memory', '--config', fx.config, '--log-level', 'info', ...args],
-    { env: { ...process.env, CORRAL_LOG_LEVEL: '', CORRAL_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** Starts `corral watch` on the fixture; `wrap` runs it under another command (e.g. `unshare --mount`). */
+export function startWatch(fx: Fixture, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Watch {
+  const command = [process.execPath, CORRAL, 'watch', '--hypervisor', 'memory', '--config', fx.config];
+  const [program, ...argv] = [...wrap, ...command, '--log-level', 'info', ...args];
+  const child = spawn(program as string, argv, {
+    env: { ...process.env, CORRAL_LOG_LEVEL: '', CORRAL_CONFIG: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const logs: LogLine[] = [];
   const text: string[] = [];
   let rest = '';

@@ -5,6 +5,7 @@ import { FSWatcher } from 'chokidar';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AbsenceTracker } from '../../src/watch/absence.js';
+import { MountWatch } from '../../src/watch/mounts.js';
 import { isOnPattern, matchesPattern, relevance, staticRoot, watchTargets } from '../../src/watch/targets.js';
 import { WatchSet } from '../../src/watch/watch-set.js';
 import { waitFor } from './harness.js';
@@ -81,6 +82,24 @@ describe('watch targets', () => {
         { dir: join(root, 'src'), depth: 8 },
       ].sort((a, b) => a.dir.localeCompare(b.dir)),
     );
+  });
+});
+
+describe('MountWatch', () => {
+  it('calls back when the mount table changes, not when it stays the same', async () => {
+    const file = join(await temp(), 'mountinfo');
+    await writeFile(file, '22 1 0:21 / / rw - ext4 /dev/sda1 rw\n');
+    let changes = 0;
+    const watch = new MountWatch({ file, intervalMs: 20, onChange: () => changes++ });
+    await watch.start();
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(changes).toBe(0);
+      await writeFile(file, '22 1 0:21 / / rw - ext4 /dev/sda1 rw\n40 22 8:17 / /mnt/usb1 rw - ext4 /dev/sdb1 rw\n');
+      await waitFor(() => changes === 1, 'the change');
+    } finally {
+      watch.stop();
+    }
   });
 });
 

@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -15,6 +16,18 @@ import {
   type Fixture,
   type Watch,
 } from './harness.js';
+
+/** Root with unshare and nsenter: the mount test makes a private mount namespace. */
+function canMount(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('unshare', ['--mount', 'true'], { stdio: 'ignore' });
+    execFileSync('nsenter', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -48,6 +61,32 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     await writeProfile(join(fx.root, 'mnt', 'usb1', 'corral', 'profiles'), 'p2', 2);
     await settled(fx, w, { p1: 2, p2: 2 });
   });
+
+  it.skipIf(!canMount())(
+    'notices a partition mounted over an existing dir under a glob root (mount table)',
+    async () => {
+      const fx = await makeFixture();
+      cleanups.push(fx.cleanup);
+      await writeProfile(fx.src, 'p1', 1);
+      await writeFile(
+        fx.config,
+        `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: parts, glob: mnt/*/corral/profiles}\n`,
+      );
+      const mountpoint = join(fx.root, 'mnt', 'usb1');
+      await mkdir(mountpoint, { recursive: true });
+      const partition = join(fx.root, 'partition');
+      await writeProfile(join(partition, 'corral', 'profiles'), 'p2', 2);
+      // The watch gets a private mount namespace; the "partition" is bind-mounted inside it only.
+      const w = startWatch(fx, [], {}, ['unshare', '--mount', '--propagation', 'private']);
+      cleanups.push(() => stopWatch(w));
+      await settled(fx, w, { p1: 1 });
+      const mounted = Date.now();
+      execFileSync('nsenter', ['-t', String(w.child.pid), '-m', 'mount', '--bind', partition, mountpoint]);
+      await settled(fx, w, { p1: 1, p2: 2 });
+      expect(Date.now() - mounted).toBeLessThan(15_000); // the resync is 60 s away: this was the mount table
+      expect(w.passesSince(mounted, 'mounts').length).toBeGreaterThan(0);
+    },
+  );
 
   it('keeps the profiles of a vanished source dir for the grace period, then drops them', async () => {
     const fx = await makeFixture();

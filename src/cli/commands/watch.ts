@@ -37,7 +37,14 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
         runtime: await openRuntime({ ...ctx, config }),
         ownerToken: lock.holder.token,
       });
-      const stopped = new Promise<void>((resolve) => ctx.signals.onStop(() => void daemon.stop().then(resolve)));
+      const stopped = new Promise<void>((resolve) =>
+        ctx.signals.onStop(() =>
+          daemon
+            .stop()
+            .catch((error: unknown) => ctx.log.error({ error: (error as Error).message }, 'unclean stop'))
+            .then(resolve),
+        ),
+      );
       ctx.signals.onReload(() => daemon.reload());
       try {
         await daemon.start();
