@@ -38,7 +38,7 @@ start() {
   # No autostarted default network: it would want dnsmasq and firewall rules we don't need.
   rm -rf "$dir/etc/qemu/networks/autostart"
   # libvirt reads the first occurrence of a key, so disable any active ones before appending ours.
-  sed -i -E 's/^[[:space:]]*(stdio_handler|user|group|dynamic_ownership|security_driver|cgroup_controllers)[[:space:]]*=/# &/' \
+  sed -i -E 's/^[[:space:]]*(stdio_handler|user|group|dynamic_ownership|security_driver|cgroup_controllers|namespaces)[[:space:]]*=/# &/' \
     "$dir/etc/qemu.conf"
   cat >>"$dir/etc/qemu.conf" <<'EOF'
 
@@ -49,6 +49,9 @@ group = "root"
 dynamic_ownership = 0
 security_driver = "none"
 cgroup_controllers = [ ]
+# qemu must stay in the sandbox's mount namespace (libvirt's default gives each its own), or
+# `stop` cannot find it and guests outlive their libvirtd.
+namespaces = [ ]
 EOF
 
   local inner
