@@ -44,6 +44,8 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly domainType: string;
   /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
   private readonly metaMemo = new Map<string, GuestMeta>();
+  /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
+  private readonly templateXml = new Map<string, string>();
 
   constructor(deps: LibvirtDeps) {
     this.exec = deps.exec ?? execaExec;
@@ -155,7 +157,7 @@ export class LibvirtHypervisor implements Hypervisor {
     const expectedDisk = buildFiles(this.layout, t.profile, t.gen).disk;
     try {
       const [templateXml] = await Promise.all([
-        this.virsh.run(['dumpxml', '--inactive', req.template]),
+        this.templateDomainXml(req.template),
         createOverlay(this.exec, expectedDisk, tmpDisk),
       ]);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
@@ -171,7 +173,16 @@ export class LibvirtHypervisor implements Hypervisor {
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }
 
+  private async templateDomainXml(template: string): Promise<string> {
+    const known = this.templateXml.get(template);
+    if (known) return known;
+    const xml = await this.virsh.run(['dumpxml', '--inactive', template]);
+    this.templateXml.set(template, xml);
+    return xml;
+  }
+
   destroy(name: string): Promise<void> {
+    this.templateXml.delete(name);
     return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
   }
 
