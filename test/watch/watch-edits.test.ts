@@ -31,7 +31,7 @@ async function setup(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<{ f
   return { fx, w };
 }
 
-describe('corral watch: edits (real chokidar, memory backend)', () => {
+describe('corral watch: edits (real chokidar, memory backend)', { timeout: 180_000 }, () => {
   beforeAll(assertBuilt);
 
   it('starts a single pass within 1 s of an edit', async () => {

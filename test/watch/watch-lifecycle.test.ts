@@ -43,7 +43,7 @@ async function setup(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<{ f
   return { fx, w };
 }
 
-describe('corral watch: sources, signals, lock (real chokidar, memory backend)', () => {
+describe('corral watch: sources, signals, lock (real chokidar, memory backend)', { timeout: 180_000 }, () => {
   beforeAll(assertBuilt);
 
   it('picks up a source dir that appears under a glob root that did not exist', async () => {
@@ -83,7 +83,7 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
       const mounted = Date.now();
       execFileSync('nsenter', ['-t', String(w.child.pid), '-m', 'mount', '--bind', partition, mountpoint]);
       await settled(fx, w, { p1: 1, p2: 2 });
-      expect(Date.now() - mounted).toBeLessThan(15_000); // the resync is 60 s away: this was the mount table
+      expect(Date.now() - mounted).toBeLessThan(45_000); // the resync is 60 s away
       expect(w.passesSince(mounted, 'mounts').length).toBeGreaterThan(0);
     },
   );
@@ -102,13 +102,17 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     await settled(fx, w, { p1: 1, p2: 2 });
     const gone = Date.now();
     await rename(join(fx.root, 'usb'), join(fx.root, 'usb-unmounted'));
-    await waitFor(
-      () => w.logs.some((l) => l.time >= gone && l.msg.startsWith('source dirs are gone')),
+    const warning = await waitFor(
+      () => w.logs.find((l) => l.time >= gone && l.msg.startsWith('source dirs are gone')),
       'the absence warning',
     );
-    expect(await runners(fx, 'p2')).toBe(2);
+    const since = Date.parse((warning.absentSince as Record<string, string>)[join(fx.root, 'usb')] ?? '');
+    expect(since).toBeGreaterThanOrEqual(gone);
     await waitFor(async () => (await runners(fx, 'p2')) === 0, 'p2 runners gone after the grace period');
-    expect(Date.now() - gone).toBeGreaterThanOrEqual(2900);
+    // Judged on the watch's own clock, so a slow machine cannot blur it: nothing went before the grace ended.
+    const destroyed = w.logs.filter((l) => l.msg === 'destroy-runner done' && l.profile === 'p2');
+    expect(destroyed).toHaveLength(2);
+    for (const d of destroyed) expect(d.time).toBeGreaterThanOrEqual(since + 3000);
     expect(await runners(fx, 'p1')).toBe(1);
   });
 
@@ -139,7 +143,11 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     const asked = Date.now();
     w.child.kill('SIGTERM');
     expect(await w.exited).toEqual({ code: 0, signal: null });
-    expect(Date.now() - asked).toBeLessThan(5000);
+    // The build never ends by itself (outcome "hang"): exiting at all means it was abandoned.
+    const requested = w.logs.find((l) => l.msg.startsWith('stop requested'));
+    const stopped = w.logs.find((l) => l.msg === 'corral watch stopped');
+    expect(stopped!.time - requested!.time).toBeLessThan(10_000);
+    expect(requested!.time).toBeGreaterThanOrEqual(asked);
     expect(existsSync(join(fx.stateDir, 'lock'))).toBe(false);
     const events = (await readFile(join(fx.stateDir, 'events.jsonl'), 'utf8'))
       .trim()
@@ -158,7 +166,9 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     await settled(fx, w, { p1: 2 });
     const cron = await runCli(['reconcile', '--once', '--config', fx.config, '--hypervisor', 'memory']);
     expect(cron.code).toBe(75);
-    expect(cron.ms).toBeLessThan(5000);
+    // It did not wait for the lock: the watch never lets go of it, and is still running.
+    expect(w.child.exitCode).toBeNull();
+    expect(cron.ms).toBeLessThan(30_000); // ~0.7 s on an idle machine: node start-up, then the lock
     const lines = cron.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`locked by pid ${w.child.pid} (corral watch`);
