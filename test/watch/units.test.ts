@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AbsenceTracker } from '../../src/watch/absence.js';
 import { MountWatch } from '../../src/watch/mounts.js';
+import { createQueues, StoppedError } from '../../src/watch/queues.js';
 import { isOnPattern, matchesPattern, relevance, staticRoot, watchTargets } from '../../src/watch/targets.js';
 import { WatchSet } from '../../src/watch/watch-set.js';
 import { waitFor } from './harness.js';
@@ -82,6 +83,50 @@ describe('watch targets', () => {
         { dir: join(root, 'src'), depth: 8 },
       ].sort((a, b) => a.dir.localeCompare(b.dir)),
     );
+  });
+});
+
+describe('StoppableQueue', () => {
+  const gate = () => {
+    let open = () => undefined as void;
+    const opened = new Promise<void>((r) => (open = r));
+    return { open, opened };
+  };
+
+  it('build queue: running work finishes, waiting work is dropped without a rejection anyone must catch', async () => {
+    const { builds } = createQueues({ builds: 1, clones: 1 });
+    const first = gate();
+    const started: string[] = [];
+    // Like apply: one Promise.all over the builds, with no handler attached yet.
+    const all = Promise.all(
+      ['a', 'b', 'c'].map((name) =>
+        builds.add(async () => (started.push(name), name === 'a' && (await first.opened), name)),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 10));
+    builds.stop();
+    const later = builds.add(async () => started.push('d'));
+    first.open();
+    await builds.onIdle();
+    expect(started).toEqual(['a']);
+    const settled = await Promise.race([
+      all.then(() => 'settled'),
+      later.then(() => 'settled'),
+      new Promise((r) => setTimeout(() => r('pending'), 50)),
+    ]);
+    expect(settled).toBe('pending');
+  });
+
+  it('runner queue: waiting and later work rejects with StoppedError, so the pass awaiting it ends', async () => {
+    const { clones } = createQueues({ builds: 1, clones: 1 });
+    const first = gate();
+    const running = clones.add(async () => first.opened.then(() => 'done'), { throwOnTimeout: true });
+    const waiting = clones.add(async () => 'never', { throwOnTimeout: true });
+    clones.stop();
+    first.open();
+    expect(await running).toBe('done');
+    await expect(waiting).rejects.toBeInstanceOf(StoppedError);
+    await expect(clones.add(async () => 'never', { throwOnTimeout: true })).rejects.toBeInstanceOf(StoppedError);
   });
 });
 

@@ -110,8 +110,10 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     expect(since).toBeGreaterThanOrEqual(gone);
     await waitFor(async () => (await runners(fx, 'p2')) === 0, 'p2 runners gone after the grace period');
     // Judged on the watch's own clock, so a slow machine cannot blur it: nothing went before the grace ended.
-    const destroyed = w.logs.filter((l) => l.msg === 'destroy-runner done' && l.profile === 'p2');
-    expect(destroyed).toHaveLength(2);
+    const destroyed = await waitFor(() => {
+      const lines = w.logs.filter((l) => l.msg === 'destroy-runner done' && l.profile === 'p2');
+      return lines.length === 2 && lines;
+    }, 'the two destroy-runner lines');
     for (const d of destroyed) expect(d.time).toBeGreaterThanOrEqual(since + 3000);
     expect(await runners(fx, 'p1')).toBe(1);
   });
