@@ -48,8 +48,11 @@ export function parseYamlMapping(file: string, text: string): YamlResult {
     // e.g. an alias bomb ("Excessive alias count …"): a problem in this file, not a crash of the whole run.
     return { ok: false, problems: [{ file, severity: 'error', message: firstLine((error as Error).message) }] };
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    const kind = Array.isArray(value) ? 'a list' : value === null ? 'empty' : `a ${typeof value}`;
+  // `---` or `~` alone: as empty as an empty file.
+  if (value === null || value === undefined)
+    return { ok: false, problems: [{ file, severity: 'error', message: 'file is empty' }] };
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    const kind = Array.isArray(value) ? 'a list' : `a ${typeof value}`;
     return {
       ok: false,
       problems: [{ file, where: '/', severity: 'error', message: `must be a mapping of keys, not ${kind}` }],

@@ -100,7 +100,8 @@ async function breakStaleLock(path: string, temp: string, stale: LockHolder, log
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     const other = await readHolderFile(breaker);
-    if (other && isAlive(other)) return false;
+    if (!other) return true; // just finished: look again
+    if (isAlive(other)) return false;
     await rm(breaker, { force: true }); // left by a process that died while breaking
     return true;
   }

@@ -246,6 +246,28 @@ export function corral(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
   });
 }
 
+/**
+ * Runs the CLI's `main()` in this process: the same argument parsing, config loading, commands and
+ * error reporting as the binary, without paying a Node start-up per call. Use `corral()` where the
+ * real process matters (exit status, stack traces on stderr, npx).
+ */
+export async function corralInProcess(
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
+  // Imported on first use: the CLI pulls in every command, which test files without CLI calls need not load.
+  const { main } = await import('../../src/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const exitCode = await main(args, {
+    io: { out: (t) => void (stdout += t), err: (t) => void (stderr += t) },
+    env: { CORRAL_LOG_LEVEL: 'warn', ...opts.env },
+    cwd: opts.cwd ?? REPO,
+    stderrIsTty: false,
+  });
+  return { exitCode, stdout, stderr };
+}
+
 /** Lines that look like a JavaScript stack frame. */
 export function stackLines(text: string): string[] {
   return text.split('\n').filter((l) => /^\s{4}at /.test(l));

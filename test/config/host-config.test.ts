@@ -4,30 +4,41 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { builtinProfilesDir, findConfigFile, loadHostConfig } from '../../src/config/host-config.js';
 import { createValidators } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
-import { aHostConfig, cleanup, corral, loadConfig, stackLines, tempRoot } from '../builders/profile-dir.js';
+import {
+  aHostConfig,
+  cleanup,
+  corral,
+  corralInProcess,
+  loadConfig,
+  stackLines,
+  tempRoot,
+} from '../builders/profile-dir.js';
 
 afterAll(cleanup);
 
-/** Runs `corral validate` on a config and expects exit 1 with every line on stderr, no stack. */
-async function expectBadConfig(config: string, ...lines: string[]): Promise<void> {
-  const r = await corral(['validate', '--config', config]);
+/**
+ * Runs `corral validate` on a config and expects exit 1 with every line on stderr, no stack. The
+ * CLI's main() runs in-process unless `run` says otherwise (the binary costs a Node start-up).
+ */
+async function expectBadConfig(config: string, lines: string[], run = corralInProcess): Promise<void> {
+  const r = await run(['validate', '--config', config]);
   expect(r.exitCode, r.stderr).toBe(1);
   expect(stackLines(r.stderr)).toEqual([]);
   expect(r.stderr).toContain(`corral validate: invalid host config ${config}`);
   for (const line of lines) expect(r.stderr).toContain(line);
 }
 
-describe.concurrent('bad host config → clear error, exit 1', () => {
+describe('bad host config → clear error, exit 1', () => {
   it('an unknown key names the key', async () => {
     const host = aHostConfig(await tempRoot()).set({ sorces: [] });
     const file = await host.write();
-    await expectBadConfig(file, `${file}#/sorces: unknown key "sorces"`);
+    await expectBadConfig(file, [`${file}#/sorces: unknown key "sorces"`]);
   });
 
   it('a bad duration names the pointer', async () => {
     const host = aHostConfig(await tempRoot()).set({ watch: { debounce: '5 parsecs' } });
     const file = await host.write();
-    await expectBadConfig(file, `${file}#/watch/debounce: not a duration: "5 parsecs" (use e.g. 300ms, 90s, 5m)`);
+    await expectBadConfig(file, [`${file}#/watch/debounce: not a duration: "5 parsecs" (use e.g. 300ms, 90s, 5m)`]);
   });
 
   it('a duplicate source name', async () => {
@@ -35,7 +46,7 @@ describe.concurrent('bad host config → clear error, exit 1', () => {
       .source('local', 'a')
       .source('local', 'b');
     const file = await host.write();
-    await expectBadConfig(file, `${file}#/sources/1/name: duplicate source name "local"`);
+    await expectBadConfig(file, [`${file}#/sources/1/name: duplicate source name "local"`]);
   });
 
   it('both path and glob in one source', async () => {
@@ -43,13 +54,13 @@ describe.concurrent('bad host config → clear error, exit 1', () => {
     const file = await aHostConfig(root)
       .raw(`builtinProfiles: false\nsources:\n  - { name: mnt, path: a, glob: "/mnt/*/corral" }\n`)
       .write();
-    await expectBadConfig(file, `${file}#/sources/0: a source needs exactly one of "path" or "glob"`);
+    await expectBadConfig(file, [`${file}#/sources/0: a source needs exactly one of "path" or "glob"`]);
   });
 
   it('--config pointing at a missing file', async () => {
     const root = await tempRoot();
     const file = join(root, 'nope.yaml');
-    await expectBadConfig(file, `${file}: no such file`);
+    await expectBadConfig(file, [`${file}: no such file`], corral);
   });
 
   it('every problem at once', async () => {
@@ -59,13 +70,12 @@ describe.concurrent('bad host config → clear error, exit 1', () => {
         'rebuild: { backoffInitial: soon, backoffMax: later }\nsources:\n  - { name: a, path: x }\n  - { name: a }\n',
       )
       .write();
-    await expectBadConfig(
-      file,
+    await expectBadConfig(file, [
       `${file}#/rebuild/backoffInitial: not a duration`,
       `${file}#/rebuild/backoffMax: not a duration`,
       `${file}#/sources/1/name: duplicate source name "a"`,
       `${file}#/sources/1: a source needs exactly one of "path" or "glob"`,
-    );
+    ]);
   });
 });
 

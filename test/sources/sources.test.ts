@@ -70,6 +70,33 @@ describe('glob sources', () => {
   });
 });
 
+describe('reading one profile', () => {
+  it('direct kernel boot needs both kernel and initrd', async () => {
+    const root = await tempRoot();
+    const { file } = await aProfileDir(join(root, 'one'), 'web')
+      .yaml({ guest: { kernel: 'vmlinuz' } })
+      .file('vmlinuz', 'k')
+      .write();
+    const result = await compileConfig(await aHostConfig(root).source('one', 'one').write());
+    expect(result.problems).toEqual([
+      { file, where: '/guest', severity: 'error', message: 'direct kernel boot needs both "kernel" and "initrd"' },
+    ]);
+  });
+
+  it('guest.xml, base.file or the entry script naming a directory is an error, not a crash', async () => {
+    const root = await tempRoot();
+    const { file } = await aProfileDir(join(root, 'one'), 'web')
+      .yaml({ guest: { xml: 'provision' }, provision: { entry: 'lib' } })
+      .provisionFile('lib/x.sh', '')
+      .write();
+    const result = await compileConfig(await aHostConfig(root).source('one', 'one').write());
+    expect(result.problems.map((p) => [p.file, p.where, p.message])).toEqual([
+      [file, '/guest/xml', 'must be a regular file: provision'],
+      [file, '/provision/entry', 'must be a regular file: lib'],
+    ]);
+  });
+});
+
 describe('merging sources', () => {
   it('a duplicate name is an error naming both files, and the earlier one is kept in order', async () => {
     const root = await tempRoot();
@@ -195,7 +222,7 @@ describe('merging sources', () => {
     expect(web?.baseVersion).toBe(web?.inputs[0] ? `sha256:${web.inputs[0].sha256}` : undefined);
   });
 
-  it('a missing provision entry script, a missing file and half a kernel pair are errors', async () => {
+  it('a missing provision entry script and a missing referenced file are both errors', async () => {
     const root = await tempRoot();
     const { file } = await aProfileDir(join(root, 'one'), 'web')
       .withoutFile('provision/provision.sh')

@@ -9,6 +9,7 @@ import {
   aProfileDir,
   cleanup,
   corral,
+  corralInProcess,
   currentTarget,
   refreshConfig,
   stackLines,
@@ -62,7 +63,7 @@ describe('corral compile (CLI)', () => {
 
   it('a failed compile says why, exits 1 and leaves current on the last good view', async () => {
     const w = await twoProfiles();
-    expect((await corral(['compile', '--config', w.config])).exitCode).toBe(0);
+    expect((await refreshConfig(w.config)).ok).toBe(true);
     const good = await readFile(join(w.stateDir, 'current', 'view.json'), 'utf8');
     await writeFile(w.web.file, 'runners: 1\nbase: { file: nope.img }\n');
     const failed = await corral(['compile', '--config', w.config]);
@@ -77,7 +78,7 @@ describe('corral compile (CLI)', () => {
   it('a failed first compile says no view is current yet and creates none', async () => {
     const w = await twoProfiles();
     await writeFile(w.api.file, 'runners: x\n');
-    const failed = await corral(['compile', '--config', w.config]);
+    const failed = await corralInProcess(['compile', '--config', w.config]);
     expect(failed.exitCode).toBe(1);
     expect(failed.stderr).toContain('compile failed; no view is current yet');
     expect(await currentTarget(w.stateDir)).toBeUndefined();

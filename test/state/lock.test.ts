@@ -18,7 +18,7 @@ function recordingLog(): { log: Logger; lines: { level: number; msg: string; pid
 
 /** The pid of a process that has certainly exited. */
 async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+  const child = spawn('true', { stdio: 'ignore' });
   const pid = child.pid;
   await new Promise((r) => child.on('exit', r));
   if (pid === undefined) throw new Error('no pid');
@@ -88,9 +88,10 @@ describe('state-dir lock', () => {
   });
 
   it('two processes racing to take over one stale lock: exactly one wins', async () => {
+    const dead = await deadPid();
     for (let round = 0; round < 20; round++) {
       const stateDir = await tempRoot();
-      await writeHolder(stateDir, await deadPid());
+      await writeHolder(stateDir, dead);
       const { log } = recordingLog();
       const results = await Promise.allSettled([
         acquireLock(stateDir, { command: 'a', log }),
@@ -101,6 +102,20 @@ describe('state-dir lock', () => {
       expect(won, `round ${round}`).toHaveLength(1);
       for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(LockBusyError);
     }
+  });
+
+  it('a takeover left half done by a process that died (lock.break) does not block forever', async () => {
+    const stateDir = await tempRoot();
+    const dead = await deadPid();
+    await writeHolder(stateDir, dead);
+    await writeFile(
+      `${lockPath(stateDir)}.break`,
+      JSON.stringify({ pid: dead, command: 'watch', token: 'e'.repeat(16), host: hostname(), startedAt: '' }),
+    );
+    const { log } = recordingLog();
+    const lock = await acquireLock(stateDir, { command: 'compile', log });
+    expect(await readdir(stateDir)).toEqual(['lock']);
+    await lock.release();
   });
 
   it('release removes the lock and leaves no temp files behind', async () => {
