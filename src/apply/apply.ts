@@ -56,6 +56,8 @@ export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied
       .filter((a) => a.action === 'build')
       .map((a) => queues.builds.add(() => execute(a, deps), { throwOnTimeout: true })),
   );
+  // Whoever awaits `builds` sees a rejection; until then it must not count as unhandled.
+  builds.catch(() => undefined);
   const results: ActionResult[] = [];
   for (const kinds of PHASES) {
     const phase = actions.filter((a) => kinds.includes(a.action));

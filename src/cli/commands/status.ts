@@ -28,7 +28,9 @@ export const statusCommand: Command = {
       ...(live ? { ownerToken: live.token } : {}),
     });
     const events = await runtime.events.recent(2000);
-    const watch = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
+    const watchFile = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
+    // Only the live watch's own report counts: one left by a crashed watch is stale.
+    const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
     const now = ctx.now();
     const profiles = view.profiles.map((p) => {
       const guests = observed.guests.filter((g) => g.profile === p.name);
@@ -71,6 +73,7 @@ export const statusCommand: Command = {
       hypervisor: runtime.hypervisor.kind,
       lock: live ? { pid: live.pid, command: live.command, since: live.startedAt } : null,
       problems: watch?.problems ?? [],
+      watch: watch ? { lastPassAt: watch.lastPassAt ?? null, absentSince: watch.absentSince } : null,
       profiles,
       unrecognized: observed.unrecognized,
     };
@@ -95,6 +98,9 @@ export const statusCommand: Command = {
       for (const reason of p.pending) out.push(`  pending: ${reason}`);
       if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);
     }
+    if (watch?.lastPassAt) out.push(`watch: last pass at ${watch.lastPassAt}`);
+    for (const [dir, since] of Object.entries(watch?.absentSince ?? {}))
+      out.push(`source ${dir} is absent since ${since}; its profiles stay until the grace period ends`);
     for (const u of observed.unrecognized) out.push(`? ${u.name}: ${u.reason} (left alone)`);
     if (result.problems.length > 0)
       out.push(
