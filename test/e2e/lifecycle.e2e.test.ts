@@ -121,7 +121,8 @@ async function imageFiles(): Promise<string[]> {
     .sort();
 }
 
-describe('corral on a real libvirtd', () => {
+// Each scenario boots real guests under TCG on a 2-core machine: minutes, not seconds.
+describe('corral on a real libvirtd', { timeout: 300_000 }, () => {
   it('1. fresh host → one pass promotes a template and starts runners that run the built image', async () => {
     const result = await corral(['reconcile', '--once']);
     expect(result.exitCode, result.stdout + result.stderr).toBe(0);
