@@ -64,6 +64,10 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
     return EXIT.error;
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (parsed.positionals.length > 0 && !values.help) {
+    io.err(`corral ${name}: unexpected argument "${parsed.positionals[0]}"; see "corral ${name} --help"\n`);
+    return EXIT.error;
+  }
   if (values.help) {
     io.out(commandHelp(command));
     return EXIT.ok;

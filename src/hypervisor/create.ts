@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 import type { HostConfig } from '../config/host-config.js';
 import type { Hypervisor } from './hypervisor.js';
 import { openMemoryHypervisor } from './memory/memory-store.js';
-import { createLibvirtHypervisor } from './libvirt/libvirt-hypervisor.js';
 
 /** The backend the host config (or --hypervisor) selects. */
 export async function createHypervisor(
@@ -12,6 +11,8 @@ export async function createHypervisor(
   if (config.hypervisor === 'memory') {
     return openMemoryHypervisor({ stateDir: config.stateDir, prefix: config.prefix, clock: deps.clock, env: deps.env });
   }
+  // Loaded on demand: the XML and process libraries are not needed with the memory backend.
+  const { createLibvirtHypervisor } = await import('./libvirt/libvirt-hypervisor.js');
   return createLibvirtHypervisor({
     uri: config.libvirtUri,
     prefix: config.prefix,

@@ -49,7 +49,8 @@ export async function readCurrentView(stateDir: string): Promise<CompiledView | 
   try {
     return JSON.parse(await readFile(join(stateDir, 'current', 'view.json'), 'utf8')) as CompiledView;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // A view damaged behind our back counts as none: the next compile writes a fresh generation.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || error instanceof SyntaxError) return undefined;
     throw error;
   }
 }

@@ -2,7 +2,6 @@ import { ConfigError } from '../../errors.js';
 import { findConfigFile, loadHostConfig, type HostConfig } from '../../config/host-config.js';
 import { acquireLock } from '../../state/lock.js';
 import { parseDuration } from '../../util/duration.js';
-import { WatchDaemon } from '../../watch/daemon.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
 import { openRuntime } from '../runtime.js';
 
@@ -29,6 +28,8 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
     const config = withOverrides(ctx.config);
     const lock = await acquireLock(config.stateDir, { command: 'watch', wait: ctx.args.wait === true, log: ctx.log });
     try {
+      // Loaded on demand: chokidar and the daemon cost start-up time every other command need not pay.
+      const { WatchDaemon } = await import('../../watch/daemon.js');
       const daemon = new WatchDaemon({
         config,
         loadConfig: async () => withOverrides(await reloadHostConfig(ctx)),
