@@ -4,7 +4,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
 import { parseName } from '../names.js';
@@ -153,17 +152,20 @@ export class LibvirtHypervisor implements Hypervisor {
     // The overlay is made under a temp name and only renamed once define has succeeded, so a
     // clash with an existing guest of this name never touches that guest's disk.
     const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
-    // The template disk follows from the name, so the overlay need not wait for dumpxml.
-    const expectedDisk = buildFiles(this.layout, t.profile, t.gen).disk;
     try {
-      const [templateXml] = await Promise.all([
-        this.templateDomainXml(req.template),
-        createOverlay(this.exec, expectedDisk, tmpDisk),
-      ]);
+      const templateXml = await this.templateDomainXml(req.template);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
       if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-      if (path.resolve(templateDisk) !== expectedDisk) await createOverlay(this.exec, templateDisk, tmpDisk);
-      await this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files }));
+      // libvirt does not open disks at define time, so the overlay and the define run side by side.
+      const [overlay, defined] = await Promise.allSettled([
+        createOverlay(this.exec, templateDisk, tmpDisk),
+        this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files })),
+      ]);
+      if (overlay.status === 'rejected') {
+        if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
+        throw overlay.reason;
+      }
+      if (defined.status === 'rejected') throw defined.reason;
       await rename(tmpDisk, files.disk);
     } finally {
       await rm(tmpDisk, { force: true });
