@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterEach } from 'vitest';
 
 export const CORRAL = fileURLToPath(new URL('../../bin/corral.js', import.meta.url));
 
@@ -168,4 +169,28 @@ export function runCli(
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('exit', (code) => resolve({ code, stdout, stderr, ms: Date.now() - started }));
   });
+}
+
+/**
+ * Per-test cleanups (run after each test, newest first) and the usual setup: a fixture with one
+ * profile `p1` of 2 runners and a running watch on it.
+ */
+export function useWatchFixtures(): {
+  defer: (cleanup: () => Promise<void>) => void;
+  setup: (extraConfig?: string, env?: NodeJS.ProcessEnv) => Promise<{ fx: Fixture; w: Watch }>;
+} {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  const defer = (cleanup: () => Promise<void>) => void cleanups.push(cleanup);
+  const setup = async (extraConfig = '', env: NodeJS.ProcessEnv = {}) => {
+    const fx = await makeFixture(extraConfig);
+    defer(fx.cleanup);
+    await writeProfile(fx.src, 'p1', 2);
+    const w = startWatch(fx, [], env);
+    defer(() => stopWatch(w));
+    return { fx, w };
+  };
+  return { defer, setup };
 }

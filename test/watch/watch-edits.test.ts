@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   assertBuilt,
   makeFixture,
@@ -13,23 +13,10 @@ import {
   stopWatch,
   waitFor,
   writeProfile,
-  type Fixture,
-  type Watch,
+  useWatchFixtures,
 } from './harness.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function setup(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<{ fx: Fixture; w: Watch }> {
-  const fx = await makeFixture(extraConfig);
-  cleanups.push(fx.cleanup);
-  await writeProfile(fx.src, 'p1', 2);
-  const w = startWatch(fx, [], env);
-  cleanups.push(() => stopWatch(w));
-  return { fx, w };
-}
+const { defer, setup } = useWatchFixtures();
 
 describe('corral watch: edits (real chokidar, memory backend)', { timeout: 180_000 }, () => {
   beforeAll(assertBuilt);
@@ -64,7 +51,7 @@ describe('corral watch: edits (real chokidar, memory backend)', { timeout: 180_0
 
   it('turns a git checkout of 200 files into at most 2 passes', async () => {
     const fx = await makeFixture();
-    cleanups.push(fx.cleanup);
+    defer(fx.cleanup);
     await writeProfile(fx.src, 'p1', 2);
     const git = (...args: string[]) =>
       execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.org', ...args], {
@@ -87,7 +74,7 @@ describe('corral watch: edits (real chokidar, memory backend)', { timeout: 180_0
     git('commit', '-q', '-am', 'two');
     git('checkout', '-q', 'one');
     const w = startWatch(fx);
-    cleanups.push(() => stopWatch(w));
+    defer(() => stopWatch(w));
     await settled(fx, w, { p1: 2 });
     const checkout = Date.now();
     git('checkout', '-q', 'two');

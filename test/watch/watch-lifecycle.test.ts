@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   assertBuilt,
   makeFixture,
@@ -13,8 +13,7 @@ import {
   stopWatch,
   waitFor,
   writeProfile,
-  type Fixture,
-  type Watch,
+  useWatchFixtures,
 } from './harness.js';
 
 /** Root with unshare and nsenter: the mount test makes a private mount namespace. */
@@ -29,33 +28,21 @@ function canMount(): boolean {
   }
 }
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function setup(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<{ fx: Fixture; w: Watch }> {
-  const fx = await makeFixture(extraConfig);
-  cleanups.push(fx.cleanup);
-  await writeProfile(fx.src, 'p1', 2);
-  const w = startWatch(fx, [], env);
-  cleanups.push(() => stopWatch(w));
-  return { fx, w };
-}
+const { defer, setup } = useWatchFixtures();
 
 describe('corral watch: sources, signals, lock (real chokidar, memory backend)', { timeout: 180_000 }, () => {
   beforeAll(assertBuilt);
 
   it('picks up a source dir that appears under a glob root that did not exist', async () => {
     const fx = await makeFixture();
-    cleanups.push(fx.cleanup);
+    defer(fx.cleanup);
     await writeProfile(fx.src, 'p1', 2);
     await writeFile(
       fx.config,
       `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: parts, glob: mnt/*/corral/profiles}\n`,
     );
     const w = startWatch(fx);
-    cleanups.push(() => stopWatch(w));
+    defer(() => stopWatch(w));
     await settled(fx, w, { p1: 2 });
     // Like a partition mounted later: the whole tree appears, written piece by piece.
     await writeProfile(join(fx.root, 'mnt', 'usb1', 'corral', 'profiles'), 'p2', 2);
@@ -66,7 +53,7 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     'notices a partition mounted over an existing dir under a glob root (mount table)',
     async () => {
       const fx = await makeFixture();
-      cleanups.push(fx.cleanup);
+      defer(fx.cleanup);
       await writeProfile(fx.src, 'p1', 1);
       await writeFile(
         fx.config,
@@ -78,7 +65,7 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
       await writeProfile(join(partition, 'corral', 'profiles'), 'p2', 2);
       // The watch gets a private mount namespace; the "partition" is bind-mounted inside it only.
       const w = startWatch(fx, [], {}, ['unshare', '--mount', '--propagation', 'private']);
-      cleanups.push(() => stopWatch(w));
+      defer(() => stopWatch(w));
       await settled(fx, w, { p1: 1 });
       const mounted = Date.now();
       execFileSync('nsenter', ['-t', String(w.child.pid), '-m', 'mount', '--bind', partition, mountpoint]);
@@ -90,7 +77,7 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
 
   it('keeps the profiles of a vanished source dir for the grace period, then drops them', async () => {
     const fx = await makeFixture();
-    cleanups.push(fx.cleanup);
+    defer(fx.cleanup);
     await writeFile(
       fx.config,
       `builtinProfiles: false\nhypervisor: memory\nsources:\n  - {name: test, path: src}\n  - {name: usb, path: usb}\nwatch: {absentGrace: 3s}\n`,
@@ -98,7 +85,7 @@ describe('corral watch: sources, signals, lock (real chokidar, memory backend)',
     await writeProfile(fx.src, 'p1', 1);
     await writeProfile(join(fx.root, 'usb'), 'p2', 2);
     const w = startWatch(fx);
-    cleanups.push(() => stopWatch(w));
+    defer(() => stopWatch(w));
     await settled(fx, w, { p1: 1, p2: 2 });
     const gone = Date.now();
     await rename(join(fx.root, 'usb'), join(fx.root, 'usb-unmounted'));
