@@ -12,5 +12,8 @@ export default tseslint.config(
     },
   },
   { files: ['*.config.*', 'eslint.config.js'], rules: { 'no-restricted-syntax': 'off' } },
-  { files: ['bin/*.js', 'scripts/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } } },
+  {
+    files: ['bin/*.js', 'scripts/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
 );
