@@ -23,6 +23,16 @@ function lastLine(text: string): string {
   return lines[lines.length - 1] ?? '';
 }
 
+/** The word that says what was asked (`define`, `create`), skipping options and their values. */
+function subcommand(args: readonly string[]): string {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === '-c' || arg === '-f' || arg === '-o' || arg === '-F') i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return '(commands on stdin)';
+}
+
 export function commandLine(file: string, args: readonly string[]): string {
   return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
@@ -41,7 +51,7 @@ export const execaExec: Exec = async (file, args, opts = {}) => {
     if (err instanceof ExecaError) {
       const stderr = typeof err.stderr === 'string' ? err.stderr : '';
       const why = err.timedOut ? 'timed out' : lastLine(stderr) || err.shortMessage;
-      throw new CommandError(`${file} ${args[0] ?? ''} failed: ${why}`, cmd, err.exitCode, stderr, { cause: err });
+      throw new CommandError(`${file} ${subcommand(args)} failed: ${why}`, cmd, err.exitCode, stderr, { cause: err });
     }
     throw new CommandError(`${file} failed: ${String(err)}`, cmd, undefined, '', { cause: err });
   }
