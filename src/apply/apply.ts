@@ -5,6 +5,7 @@ import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { BackoffStore } from '../state/backoff-store.js';
 import type { EventLog } from '../state/events.js';
+import type { FailedBuildLogs } from '../state/build-logs.js';
 import { runBuild, type BuildDeps } from './run-build.js';
 
 export interface ApplyDeps extends BuildDeps {
@@ -12,6 +13,8 @@ export interface ApplyDeps extends BuildDeps {
   log: Logger;
   events: EventLog;
   backoff: BackoffStore;
+  /** Keeps the console log of failed builds (their guest and disks are destroyed). */
+  failedLogs?: FailedBuildLogs;
   profiles: Map<string, CompiledProfile>;
   concurrency: { builds: number; clones: number };
   /** Names of the builds being waited on; the planner treats our other rebuilds as orphans. */
@@ -113,14 +116,17 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
         return undefined;
       }
       // The live template is never touched: only the failed rebuild and its disks go.
+      const log = await keepConsoleLog(action, deps);
       await hv.destroy(action.guest);
       const entry = await deps.backoff.recordFailure(action.profile, result.verdict.reason, deps.clock());
       deps.log.warn({ failures: entry.failures, until: entry.until }, 'backing off');
-      return result.verdict.reason;
+      return `${result.verdict.reason}${log ? ` (console log: ${log})` : ''}`;
     }
     case 'promote':
       return void (await hv.promote(action.guest, action.template));
     case 'discard':
+      await keepConsoleLog(action, deps);
+      return void (await hv.destroy(action.guest));
     case 'destroy-runner':
     case 'retire-template':
       return void (await hv.destroy(action.guest));
@@ -158,4 +164,15 @@ async function createRunner(
       createdAt: deps.clock().toISOString(),
     },
   });
+}
+
+async function keepConsoleLog(action: Action, deps: ApplyDeps): Promise<string | undefined> {
+  if (!deps.failedLogs) return undefined;
+  try {
+    const text = await deps.hypervisor.consoleLog(action.guest);
+    return text === undefined ? undefined : await deps.failedLogs.save(action.profile, action.guest, text);
+  } catch (error) {
+    deps.log.warn({ error: (error as Error).message }, 'could not keep the console log of a failed build');
+    return undefined;
+  }
 }

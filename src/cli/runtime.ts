@@ -5,6 +5,7 @@ import { FileDigests } from '../sources/inputs.js';
 import type { CompiledView } from '../sources/view.js';
 import { compileSources } from '../sources/compile.js';
 import { BackoffStore } from '../state/backoff-store.js';
+import { FailedBuildLogs } from '../state/build-logs.js';
 import { readCurrentView } from '../state/compiled-store.js';
 import { EventLog } from '../state/events.js';
 import { isAlive, readLockHolder } from '../state/lock.js';
@@ -14,6 +15,7 @@ export interface Runtime {
   hypervisor: Hypervisor;
   events: EventLog;
   backoff: BackoffStore;
+  failedLogs: FailedBuildLogs;
   clock: () => Date;
   sleep: (ms: number) => Promise<void>;
   /** How often running builds are looked at. */
@@ -26,6 +28,7 @@ export async function openRuntime(ctx: CommandContext): Promise<Runtime> {
     hypervisor: await createHypervisor(config, { log: ctx.log, clock: ctx.now, env: ctx.env }),
     events: new EventLog(config.stateDir),
     backoff: new BackoffStore(config.stateDir, config.backoff),
+    failedLogs: new FailedBuildLogs(config.stateDir),
     clock: ctx.now,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,

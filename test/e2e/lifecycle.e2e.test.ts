@@ -179,7 +179,11 @@ describe('corral on a real libvirtd', { timeout: 300_000 }, () => {
     );
     const result = await corral(['reconcile', '--once']);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout).toMatch(/FAILED build ci-rebuild-tiny@\S+: /);
+    expect(result.stdout).toMatch(/FAILED build ci-rebuild-tiny@\S+: provision.sh exited with status 3/);
+    // The guest and its disks are gone, but its console output is kept to say why.
+    const kept = /console log: (\S+\.console\.log)\)/.exec(result.stdout)?.[1];
+    expect(kept).toBeDefined();
+    expect(await readFile(kept!, 'utf8')).toContain('cannot install things');
     expect(result.stdout).toMatch(/waiting tiny: .*backing off after 1 failed build/);
     expect(await guests()).toEqual(before);
     expect(runners(await guests('running'))).toHaveLength(3);
