@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -11,6 +12,8 @@ export interface LockHolder {
   token: string;
   host: string;
   startedAt: string;
+  /** The holder's start time in clock ticks since boot (/proc/<pid>/stat), so a reused pid is not taken for it. */
+  pidStart?: string;
 }
 
 export interface Lock {
@@ -33,11 +36,19 @@ export interface LockOptions {
 export async function acquireLock(stateDir: string, opts: LockOptions): Promise<Lock> {
   await mkdir(stateDir, { recursive: true });
   const path = lockPath(stateDir);
-  const holder: LockHolder = { pid: process.pid, command: opts.command, token: randomBytes(8).toString('hex'), host: hostname(), startedAt: new Date().toISOString() };
+  const pidStart = processStart(process.pid);
+  const holder: LockHolder = {
+    pid: process.pid,
+    command: opts.command,
+    token: randomBytes(8).toString('hex'),
+    host: hostname(),
+    startedAt: new Date().toISOString(),
+    ...(pidStart ? { pidStart } : {}),
+  };
   const temp = `${path}.${holder.token}`;
-  await writeFile(temp, `${JSON.stringify(holder)}\n`);
   try {
     for (;;) {
+      await writeFile(temp, `${JSON.stringify(holder)}\n`);
       try {
         await link(temp, path);
         return { holder, release: () => releaseLock(path, holder.token) };
@@ -54,6 +65,8 @@ export async function acquireLock(stateDir: string, opts: LockOptions): Promise<
         const who = current ? `pid ${current.pid} (corral ${current.command}, since ${current.startedAt})` : 'another process';
         throw new LockBusyError(`state dir ${stateDir} is locked by ${who}; use --wait to wait for it`, { pid: current?.pid ?? 0, command: current?.command ?? '?' });
       }
+      // Nothing of ours lies around while we wait, so a signal that kills us now leaves no trace.
+      await rm(temp, { force: true });
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 250));
     }
   } finally {
@@ -82,9 +95,21 @@ export function isAlive(holder: LockHolder): boolean {
   if (holder.host !== hostname()) return true;
   try {
     process.kill(holder.pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // The pid runs, but it may have been reused by another process since the holder died.
+  return holder.pidStart === undefined || processStart(holder.pid) === holder.pidStart;
+}
+
+/** Field 22 of /proc/<pid>/stat (start time); undefined where /proc is not there. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
   }
 }
 

@@ -78,6 +78,28 @@ describe('state-dir lock', () => {
     await lock.release();
   });
 
+  it('takes over a lock whose pid was reused by another process (start time differs)', async () => {
+    const stateDir = await tempRoot();
+    const holder = { pid: process.ppid, command: 'watch', token: 'e'.repeat(16), host: hostname(), startedAt: 'then', pidStart: '1' };
+    await writeFile(lockPath(stateDir), `${JSON.stringify(holder)}\n`);
+    const { log, lines } = recordingLog();
+    const lock = await acquireLock(stateDir, { command: 'compile', log });
+    expect(lines.find((l) => l.level === 40)?.msg).toMatch(/stale lock/);
+    expect((await readLockHolder(stateDir))?.pidStart).toMatch(/^\d+$/);
+    await lock.release();
+  });
+
+  it('leaves no temp file while it waits for the lock', async () => {
+    const stateDir = await tempRoot();
+    const { log } = recordingLog();
+    const first = await acquireLock(stateDir, { command: 'watch', log });
+    const waiting = acquireLock(stateDir, { command: 'reconcile --once', wait: true, log, pollMs: 1000 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await readdir(stateDir)).sort()).toEqual(['lock']);
+    await first.release();
+    await (await waiting).release();
+  });
+
   it('does not take over a lock held by a live process or one on another host', async () => {
     const stateDir = await tempRoot();
     const { log } = recordingLog();
