@@ -57,7 +57,13 @@ export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied
   const builds = Promise.all(
     actions
       .filter((a) => a.action === 'build')
-      .map((a) => queues.builds.add(() => execute(a, deps), { throwOnTimeout: true })),
+      .map((a) => {
+        // Counted from the moment it is queued: a pass planned meanwhile must not start a second build.
+        deps.inFlight?.add(a.guest);
+        return queues.builds
+          .add(() => execute(a, deps), { throwOnTimeout: true })
+          .finally(() => deps.inFlight?.delete(a.guest));
+      }),
   );
   // Whoever awaits `builds` sees a rejection; until then it must not count as unhandled.
   builds.catch(() => undefined);
@@ -105,10 +111,7 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   switch (action.action) {
     case 'build': {
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      deps.inFlight?.add(action.guest);
-      const result = await runBuild(profile, action.guest, action.gen, deps).finally(() =>
-        deps.inFlight?.delete(action.guest),
-      );
+      const result = await runBuild(profile, action.guest, action.gen, deps);
       if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
       if (result.verdict.ok) {
         await hv.promote(action.guest, action.template);

@@ -1,5 +1,5 @@
 import type { ObservedGuest } from '../hypervisor/hypervisor.js';
-import { makeGen, rebuildName, templateName } from '../hypervisor/names.js';
+import { makeGen, parseName, rebuildName, templateName } from '../hypervisor/names.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
 import { createdAt, newestFirst } from './gen-time.js';
@@ -86,7 +86,13 @@ function planProfile(
       ? `template ${newest.gen} is ${formatDuration(ageSeconds)} old (rebuild.maxAge ${formatDuration(maxAge)})`
       : undefined;
 
-  if (inFlight) {
+  // Queued in this process but not defined yet: invisible to observation, yet already on its way.
+  const queued = inFlight
+    ? undefined
+    : [...(policy.inFlight ?? [])].find((n) => parseName(policy.prefix, n)?.profile === profile.name);
+  if (queued) {
+    waits.push({ ...base, reason: `build ${queued} queued or starting` });
+  } else if (inFlight) {
     waits.push({
       ...base,
       reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - createdAt(inFlight).getTime()) / 1000)}`,

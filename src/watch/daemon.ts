@@ -51,6 +51,8 @@ export class WatchDaemon {
   private readonly stoppingSignal = new Promise<void>((resolve) => (this.resolveStopping = resolve));
   private readonly timers = new Timers<TriggerKind>();
   private readonly digests = new FileDigests();
+  /** Builds this process is waiting on; a rebuild of ours not in it (say its destroy failed) is an orphan. */
+  private readonly inFlight = new Set<string>();
   private readonly reporter: ProblemReporter;
   private readonly queues: PassQueues;
   private readonly scheduler: PassScheduler;
@@ -178,7 +180,13 @@ export class WatchDaemon {
   }
 
   private async pass(view: CompiledView, followingUp: boolean): Promise<void> {
-    const deps = { ...this.runtime, config: this.config, log: this.deps.log, ownerToken: this.deps.ownerToken };
+    const deps = {
+      ...this.runtime,
+      config: this.config,
+      log: this.deps.log,
+      ownerToken: this.deps.ownerToken,
+      inFlight: this.inFlight,
+    };
     const progressed = await watchPass(view, { ...deps, stopping: this.stoppingSignal, queues: this.queues }, () =>
       this.scheduler.request('build-done'),
     );

@@ -66,6 +66,16 @@ describe('plan: templates and builds', () => {
     expect(result.waits[0]?.reason).toMatch(/^build ci-rebuild-tiny@.* in flight/);
   });
 
+  it('does not plan a second build while its own is queued but not yet defined', () => {
+    const queued = `ci-rebuild-tiny@${genAt(1)}`;
+    const result = planFor({
+      profiles: [aProfile().runners(0).build()],
+      policy: aPolicy({ ownerToken: 'me', inFlight: new Set([queued]) }),
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.waits.map((w) => w.reason)).toEqual([`build ${queued} queued or starting`]);
+  });
+
   it('discards a failed rebuild, a crashed-owner rebuild that still runs, and a crashed one', () => {
     const result = planFor({
       profiles: [aProfile().runners(0).build()],
