@@ -1,31 +1,15 @@
-import type { Logger } from 'pino';
-import type PQueue from 'p-queue';
 import type { HostConfig } from '../config/host-config.js';
-import type { Hypervisor, Observation } from '../hypervisor/hypervisor.js';
+import type { Observation } from '../hypervisor/hypervisor.js';
 import { plan } from '../plan/plan.js';
 import type { Plan } from '../plan/types.js';
 import type { CompiledView } from '../sources/view.js';
-import type { BackoffStore } from '../state/backoff-store.js';
-import type { EventLog } from '../state/events.js';
-import { apply, type ActionResult } from './apply.js';
+import { apply, type ActionResult, type ApplyDeps } from './apply.js';
 
 export const SURGE_FRACTION = 0.25;
 
-export interface PassDeps {
+/** What a pass needs: everything apply() does, less what the pass derives from the view and the config. */
+export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
   config: HostConfig;
-  hypervisor: Hypervisor;
-  log: Logger;
-  clock: () => Date;
-  sleep: (ms: number) => Promise<void>;
-  events: EventLog;
-  backoff: BackoffStore;
-  /** Token of the lock this process holds: rebuilds carrying it are ours and in flight. */
-  ownerToken?: string;
-  stopping?: Promise<void>;
-  pollMs: number;
-  queues?: { builds: PQueue; clones: PQueue };
-  /** Builds this process is waiting on (shared across passes). */
-  inFlight?: Set<string>;
 }
 
 export interface PassResult {

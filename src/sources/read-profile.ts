@@ -5,24 +5,14 @@ import { readYamlMapping } from '../config/read-yaml.js';
 import { schemaProblems, type Validators } from '../config/schema.js';
 import { PROFILE_NAME } from '../hypervisor/names.js';
 import { parseDuration, parseMemoryMiB } from '../util/duration.js';
-import type { BaseSpec, GuestSpec, ProvisionSpec } from './view.js';
+import type { CompiledProfile, GuestSpec } from './view.js';
 import { confine } from './confine.js';
 
 export const PROFILE_FILE = 'profile.yaml';
 
 /** A profile as read from one source, before merging and hashing. Paths are absolute. */
-export interface ReadProfile {
-  name: string;
-  source: string;
-  dir: string;
-  file: string;
+export interface ReadProfile extends Omit<CompiledProfile, 'overrides' | 'baseVersion' | 'inputs' | 'inputsHash'> {
   override: boolean;
-  runners: number;
-  base: BaseSpec;
-  guest: GuestSpec;
-  provision: ProvisionSpec;
-  rebuild: { maxAgeSeconds?: number };
-  labels: Record<string, string>;
   /** Every file that goes into the image (base, boot files, provision files), absolute and sorted. */
   files: string[];
 }
