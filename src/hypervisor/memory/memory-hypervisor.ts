@@ -1,38 +1,23 @@
 import type {
   BuildCheck,
   BuildRequest,
-  GuestMeta,
   GuestState,
   Hypervisor,
   Observation,
   ObservedGuest,
   RunnerRequest,
-  Verdict,
 } from '../hypervisor.js';
 import { hasPrefix, parseName } from '../names.js';
 import { TransientError } from '../../errors.js';
+import {
+  finishBuildIfDue,
+  type BuildOutcome,
+  type MemoryGuest,
+  type MemoryState,
+  type Method,
+} from './memory-guest.js';
 
-export type BuildOutcome = 'succeed' | 'fail' | 'hang' | 'crash';
-export type Method = 'observe' | 'startBuild' | 'checkBuild' | 'promote' | 'createRunner' | 'destroy';
-
-export interface MemoryGuest {
-  name: string;
-  state: GuestState;
-  /** Absent on guests corral does not own (they have no metadata). */
-  meta?: GuestMeta;
-  verdict?: Verdict;
-  /** ISO time at which a running build finishes; builds follow the injected clock. */
-  finishAt?: string;
-  outcome?: BuildOutcome;
-  /** Disk file names this guest owns; `backing` maps a disk to the one it overlays. */
-  disks: string[];
-  console: string[];
-}
-
-export interface MemoryState {
-  guests: MemoryGuest[];
-  backing: Record<string, string>;
-}
+export type { BuildOutcome, MemoryGuest, MemoryState, Method } from './memory-guest.js';
 
 export interface MemoryOptions {
   prefix: string;
@@ -211,20 +196,7 @@ export class MemoryHypervisor implements Hypervisor {
   private advanceBuilds(): boolean {
     const now = this.opts.clock().getTime();
     let changed = false;
-    for (const g of this.guests.values()) {
-      if (g.state !== 'running' || !g.finishAt || g.outcome === 'hang' || Date.parse(g.finishAt) > now) continue;
-      delete g.finishAt;
-      changed = true;
-      if (g.outcome === 'crash') {
-        g.state = 'crashed';
-        g.verdict = { ok: false, reason: 'guest crashed' };
-      } else {
-        g.state = 'shutoff';
-        g.verdict =
-          g.outcome === 'fail' ? { ok: false, reason: 'provision script exited with status 1' } : { ok: true };
-      }
-      g.console.push(g.verdict.ok ? 'ok' : `failed: ${g.verdict.reason}`);
-    }
+    for (const guest of this.guests.values()) changed = finishBuildIfDue(guest, now) || changed;
     return changed;
   }
 
