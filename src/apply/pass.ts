@@ -31,6 +31,7 @@ export async function observeAndPlan(
     backoff,
     surgeFraction: SURGE_FRACTION,
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
+    ...(deps.inFlight ? { inFlight: deps.inFlight } : {}),
   };
   return { plan: plan({ profiles: view.profiles, observed, now: deps.clock(), policy }), observed };
 }
