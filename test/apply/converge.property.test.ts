@@ -104,6 +104,7 @@ describe('reconcile on the memory backend (property)', () => {
             sleep: async (ms) => void (clock += ms),
             pollMs: 500,
             ownerToken: owner,
+            inFlight,
             profiles: new Map(desired.map((p) => [p.name, p])),
             concurrency: { builds: 2, clones: 3 },
           });

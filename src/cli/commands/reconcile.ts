@@ -52,6 +52,7 @@ export const reconcileCommand: Command = {
         config: ctx.config,
         log: ctx.log,
         ownerToken: lock.holder.token,
+        inFlight: new Set(),
         stopping,
         ...runtime,
       });
