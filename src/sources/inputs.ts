@@ -12,13 +12,19 @@ export class FileDigests {
   private readonly known = new Map<string, { key: string; digest: string }>();
 
   async digest(path: string): Promise<string> {
+    return (await this.describe(path)).sha256;
+  }
+
+  /** The content digest and whether the file is executable (a script's mode changes what a guest can run). */
+  async describe(path: string): Promise<{ sha256: string; executable: boolean }> {
     const info = await stat(path);
+    const executable = (info.mode & 0o111) !== 0;
     const key = `${info.size}:${info.mtimeMs}:${info.ino}`;
     const hit = this.known.get(path);
-    if (hit?.key === key) return hit.digest;
+    if (hit?.key === key) return { sha256: hit.digest, executable };
     const digest = await sha256File(path);
     this.known.set(path, { key, digest });
-    return digest;
+    return { sha256: digest, executable };
   }
 }
 
@@ -26,7 +32,10 @@ export class FileDigests {
 export async function hashInputs(profile: ReadProfile, digests: FileDigests): Promise<CompiledProfile> {
   const rel = (p: string) => relative(profile.dir, p);
   const inputs: InputFile[] = [];
-  for (const file of profile.files) inputs.push({ path: rel(file), sha256: await digests.digest(file) });
+  for (const file of profile.files) {
+    const { sha256: digest, executable } = await digests.describe(file);
+    inputs.push({ path: rel(file), sha256: digest, ...(executable ? { executable } : {}) });
+  }
   const baseVersion = profile.base.kind === 'file' ? `sha256:${await digests.digest(profile.base.file)}` : '';
   // Paths are hashed relative to the profile dir: moving a profile to another source keeps its images.
   const relative_ = (p: string | undefined) => (p === undefined ? undefined : rel(p));

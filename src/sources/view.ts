@@ -26,6 +26,8 @@ export interface InputFile {
   /** Path relative to the profile dir. */
   path: string;
   sha256: string;
+  /** Present when any execute bit is set: `chmod +x` on a script is a change to the image. */
+  executable?: true;
 }
 
 export interface CompiledProfile {

@@ -1,5 +1,5 @@
 /** DESIGN.md §1: the build inputs hash covers what goes into the image and nothing else. */
-import { appendFile, mkdir, rename, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CompiledProfile } from '../../src/sources/view.js';
@@ -106,6 +106,20 @@ describe('build inputs hash', () => {
     );
     if (path === 'base.img') expect(after.baseVersion).not.toBe(before.baseVersion);
     else expect(after.baseVersion).toBe(before.baseVersion);
+  });
+
+  it('changes when a provision file becomes executable, and only then', async () => {
+    const root = await tempRoot();
+    const { dir } = await kernelProfile(join(root, 'src')).provisionFile('files/run', 'echo hi').write();
+    const config = await aHostConfig(root).source('local', 'src').write();
+    await chmod(join(dir, 'provision/files/run'), 0o644);
+    const before = await compileOne(config);
+    await chmod(join(dir, 'provision/files/run'), 0o664);
+    expect((await compileOne(config)).inputsHash).toBe(before.inputsHash);
+    await chmod(join(dir, 'provision/files/run'), 0o755);
+    const after = await compileOne(config);
+    expect(after.inputsHash).not.toBe(before.inputsHash);
+    expect(after.inputs.find((i) => i.path === 'provision/files/run')).toMatchObject({ executable: true });
   });
 
   it('a profile moved to another source dir (with override) keeps its hash', async () => {
