@@ -44,7 +44,7 @@ virsh -c "$uri" list --all
 cat <<MSG
 Try next (same shell):
   export LIBVIRT_DEFAULT_URI='$uri'
-  echo 'hello v2' > profiles/tiny/provision/message && node bin/corral.js plan && node bin/corral.js reconcile --once
+  echo 'hello v2' > profiles/tiny/provision/message && node bin/corral.js plan && node bin/corral.js reconcile --once   # git checkout profiles/tiny to undo
   cat images/logs/ci-runner-tiny.1.console.log     # what the runner booted from its template
 Clean up: scripts/demo.sh cleanup
 MSG
