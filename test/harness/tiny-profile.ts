@@ -4,9 +4,10 @@
  * when profiles/tiny/build is up to date, so tests work from a clean clone after install-deps.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
+import { sha256File } from '../../src/util/hash.js';
 import type { CompiledProfile } from '../../src/sources/view.js';
 import { repoRoot } from './repo-root.js';
 
@@ -14,12 +15,6 @@ export const TINY_DIR = path.join(repoRoot(), 'profiles/tiny');
 
 export async function ensureTinyBuilt(): Promise<void> {
   await execa('bash', [path.join(repoRoot(), 'scripts/build-tiny.sh')]);
-}
-
-async function sha256File(file: string): Promise<string> {
-  return createHash('sha256')
-    .update(await readFile(file))
-    .digest('hex');
 }
 
 async function hashDir(dir: string): Promise<string> {
