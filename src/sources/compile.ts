@@ -24,6 +24,8 @@ export interface Compilation {
   view?: Omit<CompiledView, 'generation' | 'compiledAt'>;
   /** Source dirs configured but absent right now. */
   absent: string[];
+  /** Source dirs that were there when the compile began (the ones it read). */
+  present: string[];
 }
 
 export async function compileSources(specs: SourceSpec[], deps: CompileDeps): Promise<Compilation> {
@@ -54,7 +56,8 @@ export async function compileSources(specs: SourceSpec[], deps: CompileDeps): Pr
   const merged = mergeSources(entries);
   problems.push(...merged.problems);
   const ok = !problems.some((p) => p.severity === 'error');
-  if (!ok) return { ok, problems, absent: enumeration.absent };
+  const present = enumeration.sources.map((s) => s.dir);
+  if (!ok) return { ok, problems, absent: enumeration.absent, present };
   const profiles = await files.addAll(
     merged.profiles.map((p) => async () => {
       const compiled = await hashInputs(p, deps.digests);
@@ -65,6 +68,7 @@ export async function compileSources(specs: SourceSpec[], deps: CompileDeps): Pr
     ok,
     problems,
     absent: enumeration.absent,
+    present,
     view: { format_version: 1, hash: viewHash(profiles, merged.masked), profiles, masked: merged.masked },
   };
 }

@@ -48,13 +48,16 @@ async function presentDirs(config: HostConfig): Promise<Set<string>> {
  */
 export async function chooseView(lastGood: CompiledView | undefined, deps: ChooseDeps): Promise<Choice> {
   const { config } = deps;
-  const before = await presentDirs(config);
   let compilation: Compilation;
+  let before: Set<string>;
   try {
     compilation = await compileSources(config.sources, { validators: deps.validators, digests: deps.digests });
+    // The compile's own enumeration is the "before" look: no need to list the sources a second time.
+    before = new Set(compilation.present);
   } catch (error) {
     const message = `reading the sources failed: ${(error as Error).message}`;
-    compilation = { ok: false, problems: [{ file: '', severity: 'error', message }], absent: [] };
+    compilation = { ok: false, problems: [{ file: '', severity: 'error', message }], absent: [], present: [] };
+    before = await presentDirs(config);
   }
   const after = await presentDirs(config);
   const present = new Set([...before].filter((d) => after.has(d)));
