@@ -1,12 +1,12 @@
-import { ConfigError, formatProblem } from '../errors.js';
+import { ConfigError, formatProblem, type Problem } from '../errors.js';
 import { createHypervisor } from '../hypervisor/create.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import { FileDigests } from '../sources/inputs.js';
 import type { CompiledView } from '../sources/view.js';
-import { compileSources } from '../sources/compile.js';
 import { BackoffStore } from '../state/backoff-store.js';
 import { FailedBuildLogs } from '../state/build-logs.js';
-import { readCurrentView } from '../state/compiled-store.js';
+import { refreshView } from '../state/refresh-view.js';
+import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
 import { isAlive, readLockHolder } from '../state/lock.js';
 import type { CommandContext } from './command.js';
@@ -22,10 +22,11 @@ export interface Runtime {
   pollMs: number;
 }
 
-export async function openRuntime(ctx: CommandContext): Promise<Runtime> {
+/** `readOnly` for `plan` and `status`: the backend is looked at, never changed (nor its saved state). */
+export async function openRuntime(ctx: CommandContext, opts: { readOnly?: boolean } = {}): Promise<Runtime> {
   const { config } = ctx;
   return {
-    hypervisor: await createHypervisor(config, { log: ctx.log, clock: ctx.now, env: ctx.env }),
+    hypervisor: await createHypervisor(config, { log: ctx.log, clock: ctx.now, env: ctx.env, ...opts }),
     events: new EventLog(config.stateDir),
     backoff: new BackoffStore(config.stateDir, config.backoff),
     failedLogs: new FailedBuildLogs(config.stateDir),
@@ -37,21 +38,27 @@ export async function openRuntime(ctx: CommandContext): Promise<Runtime> {
 
 /**
  * The view read-only commands show: the sources compiled now (so `plan` previews an edit before
- * any reconcile), with the stored generation number when it is the same view.
+ * any reconcile), with the stored generation number when it is the same view — or the stored view,
+ * when a source it has profiles from is missing and within its grace. Writes nothing.
  */
-export async function previewView(ctx: CommandContext): Promise<{ view: CompiledView; generation: number | null }> {
-  const compilation = await compileSources(ctx.config.sources, {
+export async function previewView(
+  ctx: CommandContext,
+): Promise<{ view: CompiledView; generation: number | null; held: HeldSource[] }> {
+  const refreshed = await refreshView(ctx.config, {
     validators: ctx.validators,
     digests: new FileDigests(),
+    now: ctx.now(),
+    readOnly: true,
   });
-  if (!compilation.ok || !compilation.view) throw new ConfigError('the sources do not compile', compilation.problems);
-  for (const p of compilation.problems) ctx.io.err(`warning: ${formatProblem(p)}\n`);
-  const current = await readCurrentView(ctx.config.stateDir);
-  const generation = current?.hash === compilation.view.hash ? current.generation : null;
-  return {
-    view: { ...compilation.view, generation: generation ?? 0, compiledAt: ctx.now().toISOString() },
-    generation,
-  };
+  if (!refreshed.ok || !refreshed.view) throw new ConfigError('the sources do not compile', refreshed.problems);
+  for (const p of refreshed.problems) if (!isHeldLine(p)) ctx.io.err(`warning: ${formatProblem(p)}\n`);
+  const generation = refreshed.accepted && refreshed.changed ? null : refreshed.view.generation;
+  return { view: refreshed.view, generation, held: refreshed.absence.holding };
+}
+
+/** Held sources are shown by the command itself (as "kept:" lines), not as a warning. */
+function isHeldLine(p: Problem): boolean {
+  return p.severity === 'warning' && p.message.startsWith('kept: source ');
 }
 
 /** The token of a live lock holder: its rebuilds are in flight, not orphans. */

@@ -6,10 +6,16 @@ import { openMemoryHypervisor } from './memory/memory-store.js';
 /** The backend the host config (or --hypervisor) selects. */
 export async function createHypervisor(
   config: HostConfig,
-  deps: { log: Logger; clock: () => Date; env: NodeJS.ProcessEnv },
+  deps: { log: Logger; clock: () => Date; env: NodeJS.ProcessEnv; readOnly?: boolean },
 ): Promise<Hypervisor> {
   if (config.hypervisor === 'memory') {
-    return openMemoryHypervisor({ stateDir: config.stateDir, prefix: config.prefix, clock: deps.clock, env: deps.env });
+    return openMemoryHypervisor({
+      stateDir: config.stateDir,
+      prefix: config.prefix,
+      clock: deps.clock,
+      env: deps.env,
+      ...(deps.readOnly ? { readOnly: true } : {}),
+    });
   }
   // Loaded on demand: the XML and process libraries are not needed with the memory backend.
   const { createLibvirtHypervisor } = await import('./libvirt/libvirt-hypervisor.js');

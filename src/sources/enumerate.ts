@@ -21,13 +21,18 @@ export interface Enumeration {
 export async function enumerateSources(specs: SourceSpec[]): Promise<Enumeration> {
   const result: Enumeration = { sources: [], problems: [], absent: [] };
   for (const spec of specs) {
-    const dirs = 'path' in spec ? [spec.path] : await expandGlob(spec.glob);
+    const dirs = 'path' in spec ? [spec.path] : await expandGlob(spec.glob, result.problems);
     if ('glob' in spec && dirs.length === 0) result.absent.push(spec.glob);
     for (const dir of dirs) {
       const state = await dirState(dir);
       if (state === 'dir') result.sources.push({ name: 'path' in spec ? spec.name : `${spec.name}:${dir}`, dir, spec });
       else if (state === 'missing') result.absent.push(dir);
-      else result.problems.push({ file: dir, severity: 'error', message: `source "${spec.name}": ${state}` });
+      else
+        result.problems.push({
+          file: dir,
+          severity: 'error',
+          message: `source "${spec.name}": ${state}; its profiles are kept until it can be read`,
+        });
     }
   }
   return result;
@@ -48,7 +53,7 @@ async function dirState(dir: string): Promise<'dir' | 'missing' | string> {
 }
 
 /** Expands `*` and `?` within path segments (no `**`): enough for `/mnt/*\/corral/profiles`. Sorted. */
-export async function expandGlob(pattern: string): Promise<string[]> {
+export async function expandGlob(pattern: string, problems: Problem[] = []): Promise<string[]> {
   const segments = pattern.split(sep);
   let current = [segments[0] === '' ? sep : (segments[0] ?? '')];
   for (const segment of segments.slice(1)) {
@@ -60,7 +65,16 @@ export async function expandGlob(pattern: string): Promise<string[]> {
         continue;
       }
       const matcher = segmentMatcher(segment);
-      const entries = await readdir(base, { withFileTypes: true }).catch(() => []);
+      // A dir on the way that is not there matches nothing; one that cannot be read is unknown, not empty.
+      const entries = await readdir(base, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT' && error.code !== 'ENOTDIR')
+          problems.push({
+            file: base,
+            severity: 'error',
+            message: `cannot read a directory on the way to the source glob ${pattern} (${error.code ?? String(error)}); its profiles are kept until it can be read`,
+          });
+        return [];
+      });
       for (const entry of entries) {
         if (entry.name.startsWith('.') || !matcher.test(entry.name)) continue;
         // A glob selects directories: a stray file next to them is no source and no error.

@@ -1,3 +1,13 @@
+import {
+  emptyAbsenceRecord,
+  judgeAbsence,
+  readAbsenceRecord,
+  writeAbsenceRecord,
+  type AbsenceRecord,
+  type HeldSource,
+  type KnownSource,
+} from '../state/source-absence.js';
+
 export interface AbsenceReport {
   /** Known source dirs gone for less than the grace period: the last good view (with their profiles) is kept. */
   holding: string[];
@@ -9,50 +19,57 @@ export interface AbsenceReport {
   absentSince: Record<string, string>;
   /** When the earliest held dir's grace period ends (epoch ms). */
   nextExpiry?: number;
+  /** The held dirs as data, with their grace end as a time. */
+  held: HeldSource[];
+  expiredSources: HeldSource[];
 }
 
 /**
- * The grace period for vanished sources. A source dir is "known" once the accepted view was read
- * with it present (or, at start, when the stored view has profiles from it). A known dir that is
- * still configured but missing is held for `graceMs`: until then the caller keeps the last good view,
- * so a partition unmounted for a moment, or a mount that comes late at boot, tears nothing down.
+ * The watch's view of vanished sources: the record of src/state/source-absence.ts, kept in memory
+ * between passes and written through to the state dir whenever it changes, so a restarted watch
+ * and the cron runs in between go on counting from the same moment.
  */
 export class AbsenceTracker {
-  private known: Set<string>;
-  private readonly since = new Map<string, number>();
+  private record: AbsenceRecord = emptyAbsenceRecord();
 
   constructor(
     private graceMs: number,
-    known: Iterable<string>,
-  ) {
-    this.known = new Set(known);
+    private readonly stateDir?: string,
+  ) {}
+
+  /** Picks up the record a previous watch or cron run left. */
+  async load(): Promise<void> {
+    if (this.stateDir) this.record = await readAbsenceRecord(this.stateDir);
   }
 
   setGrace(graceMs: number): void {
     this.graceMs = graceMs;
   }
 
-  observe(present: Set<string>, configured: (dir: string) => boolean, now: number): AbsenceReport {
-    // A source removed from the host config is gone on purpose: no grace.
-    for (const dir of [...this.known]) if (!configured(dir)) this.known.delete(dir);
-    const missing = [...this.known].filter((d) => !present.has(d)).sort();
-    for (const dir of [...this.since.keys()]) if (!missing.includes(dir)) this.since.delete(dir);
-    const newlyMissing = missing.filter((d) => !this.since.has(d));
-    for (const dir of newlyMissing) this.since.set(dir, now);
-    const holding = missing.filter((d) => now - (this.since.get(d) ?? now) < this.graceMs);
-    const expiries = holding.map((d) => (this.since.get(d) ?? now) + this.graceMs);
+  async observe(
+    known: readonly KnownSource[],
+    present: ReadonlySet<string>,
+    configured: (source: KnownSource) => boolean,
+    now: number,
+  ): Promise<AbsenceReport> {
+    const judged = judgeAbsence({
+      known,
+      present,
+      configured,
+      record: this.record,
+      now: new Date(now),
+      graceMs: this.graceMs,
+    });
+    this.record = judged.record;
+    if (judged.changed && this.stateDir) await writeAbsenceRecord(this.stateDir, judged.record);
     return {
-      holding,
-      expired: missing.filter((d) => !holding.includes(d)),
-      newlyMissing,
-      absentSince: Object.fromEntries(missing.map((d) => [d, new Date(this.since.get(d) ?? now).toISOString()])),
-      ...(expiries.length > 0 ? { nextExpiry: Math.min(...expiries) } : {}),
+      holding: judged.holding.map((h) => h.dir),
+      expired: judged.expired.map((h) => h.dir),
+      newlyMissing: judged.newlyMissing,
+      absentSince: Object.fromEntries(Object.entries(judged.record.absent).map(([dir, e]) => [dir, e.since])),
+      ...(judged.nextExpiry ? { nextExpiry: judged.nextExpiry.getTime() } : {}),
+      held: judged.holding,
+      expiredSources: judged.expired,
     };
-  }
-
-  /** A new view was accepted: the dirs it was read from are the known ones from now on. */
-  accept(present: Iterable<string>): void {
-    this.known = new Set(present);
-    for (const dir of [...this.since.keys()]) if (!this.known.has(dir)) this.since.delete(dir);
   }
 }

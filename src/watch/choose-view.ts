@@ -1,4 +1,3 @@
-import { dirname } from 'node:path';
 import type { HostConfig } from '../config/host-config.js';
 import type { Validators } from '../config/schema.js';
 import type { Problem } from '../errors.js';
@@ -7,8 +6,8 @@ import { enumerateSources } from '../sources/enumerate.js';
 import type { FileDigests } from '../sources/inputs.js';
 import type { CompiledView } from '../sources/view.js';
 import { storeView } from '../state/compiled-store.js';
+import { describeExpired, describeHeld, knownSourcesOf } from '../state/source-absence.js';
 import type { AbsenceReport, AbsenceTracker } from './absence.js';
-import { matchesPattern, patternOf } from './targets.js';
 
 export interface ChooseDeps {
   config: HostConfig;
@@ -28,12 +27,6 @@ export interface Choice {
   compiled: boolean;
   problems: Problem[];
   absence: AbsenceReport;
-}
-
-/** Source dirs the stored view drew profiles from: at start, these are the ones a late mount must not lose. */
-export function sourceDirsOf(view: CompiledView | undefined): string[] {
-  if (!view) return [];
-  return [...view.profiles.map((p) => dirname(p.dir)), ...view.masked.map((m) => dirname(dirname(m.file)))];
 }
 
 async function presentDirs(config: HostConfig): Promise<Set<string>> {
@@ -61,17 +54,22 @@ export async function chooseView(lastGood: CompiledView | undefined, deps: Choos
   }
   const after = await presentDirs(config);
   const present = new Set([...before].filter((d) => after.has(d)));
-  const configured = (dir: string) => config.sources.some((s) => matchesPattern(dir, patternOf(s)));
-  const absence = deps.absence.observe(present, configured, deps.now.getTime());
-  const held: Problem[] = absence.holding.map((dir) => ({
-    file: dir,
-    severity: 'warning',
-    message: `source dir is gone (since ${absence.absentSince[dir]}); its profiles are kept until ${new Date(Date.parse(absence.absentSince[dir] ?? '') + config.watch.absentGraceSeconds * 1000).toISOString()}`,
-  }));
+  // A source removed from the host config is gone on purpose: no grace. One still named there whose
+  // dir is missing (unmounted, a mistyped path, a glob that matches nothing) is held.
+  const configured = new Set(config.sources.map((s) => s.name));
+  const absence = await deps.absence.observe(
+    knownSourcesOf(lastGood),
+    present,
+    (k) => configured.has(k.source),
+    deps.now.getTime(),
+  );
+  const held: Problem[] = [
+    ...absence.held.map((h): Problem => ({ file: h.dir, severity: 'warning', message: describeHeld(h) })),
+    ...absence.expiredSources.map((h): Problem => ({ file: h.dir, severity: 'warning', message: describeExpired(h) })),
+  ];
   const problems = [...compilation.problems, ...held];
   if (compilation.ok && compilation.view && absence.holding.length === 0) {
     const stored = await storeView(config.stateDir, compilation.view, deps.now);
-    deps.absence.accept(present);
     return { view: stored.view, accepted: true, changed: stored.changed, compiled: true, problems, absence };
   }
   return {

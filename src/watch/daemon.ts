@@ -10,7 +10,7 @@ import { BackoffStore } from '../state/backoff-store.js';
 import { readCurrentView } from '../state/compiled-store.js';
 import { watchStatusPath, writeWatchStatus } from '../state/watch-status.js';
 import { AbsenceTracker } from './absence.js';
-import { chooseView, sourceDirsOf } from './choose-view.js';
+import { chooseView } from './choose-view.js';
 import { MountWatch } from './mounts.js';
 import { createQueues, StoppedError, type PassQueues } from './queues.js';
 import { Timers, watchPass } from './watch-pass.js';
@@ -66,7 +66,7 @@ export class WatchDaemon {
     this.runtime = deps.runtime;
     this.reporter = new ProblemReporter(deps.log);
     this.queues = createQueues(this.config.concurrency);
-    this.absence = new AbsenceTracker(this.config.watch.absentGraceSeconds * 1000, []);
+    this.absence = new AbsenceTracker(this.config.watch.absentGraceSeconds * 1000, this.config.stateDir);
     this.relevant = relevance(this.config.sources, this.config.file);
     this.scheduler = new PassScheduler({
       now: () => Date.now(),
@@ -90,7 +90,7 @@ export class WatchDaemon {
   /** Sets up the watchers and runs the first pass. */
   async start(): Promise<void> {
     this.lastGood = await readCurrentView(this.config.stateDir);
-    this.absence = new AbsenceTracker(this.config.watch.absentGraceSeconds * 1000, sourceDirsOf(this.lastGood));
+    await this.absence.load();
     await this.watchSet.update(await watchTargets(this.config.sources, this.config.file));
     await this.mounts.start();
     this.deps.log.info(

@@ -65,7 +65,11 @@ describe('glob sources', () => {
     const result = await compileConfig(config);
     expect(result.absent).toEqual([join(root, 'gone')]);
     expect(result.problems).toEqual([
-      { file: join(root, 'file'), severity: 'error', message: 'source "file": is not a directory' },
+      {
+        file: join(root, 'file'),
+        severity: 'error',
+        message: 'source "file": is not a directory; its profiles are kept until it can be read',
+      },
     ]);
   });
 });
@@ -191,14 +195,20 @@ describe('merging sources', () => {
     expect(files).toEqual(new Set([a.file, b.file, c.file]));
   });
 
-  it('dirs without profile.yaml and plain files in a source are not profiles', async () => {
+  it('hidden dirs and plain files in a source are not profiles; a visible dir without profile.yaml is an error', async () => {
     const root = await tempRoot();
     await aProfileDir(join(root, 'one'), 'web').write();
-    await mkdir(join(root, 'one', 'Notes'));
+    await mkdir(join(root, 'one', '.git'));
     await writeFile(join(root, 'one', 'README.md'), '# profiles');
-    const result = await compileConfig(await aHostConfig(root).source('one', 'one').write());
+    const config = await aHostConfig(root).source('one', 'one').write();
+    const result = await compileConfig(config);
     expect(result.problems).toEqual([]);
     expect(result.view?.profiles.map((p) => p.name)).toEqual(['web']);
+    // Issue 14: a dir whose profile.yaml is missing might be a profile corral cannot read; never a removal.
+    await mkdir(join(root, 'one', 'Notes'));
+    const again = await compileConfig(config);
+    expect(again.ok).toBe(false);
+    expect(again.problems).toEqual([expect.objectContaining({ file: join(root, 'one', 'Notes'), severity: 'error' })]);
   });
 
   it('normalizes: defaults applied, paths absolute, inputs listed relative and sorted', async () => {

@@ -23,28 +23,37 @@ async function temp(): Promise<string> {
 
 describe('AbsenceTracker', () => {
   const configured = () => true;
+  const known = (...dirs: string[]) => dirs.map((dir) => ({ dir, source: 's' }));
 
-  it('holds a known dir for the grace period, then lets it go', () => {
-    const t = new AbsenceTracker(120_000, ['/mnt/a/p', '/src']);
-    expect(t.observe(new Set(['/mnt/a/p', '/src']), configured, 0).holding).toEqual([]);
-    const gone = t.observe(new Set(['/src']), configured, 1000);
+  it('holds a known dir for the grace period, then lets it go', async () => {
+    const t = new AbsenceTracker(120_000);
+    const both = known('/mnt/a/p', '/src');
+    expect((await t.observe(both, new Set(['/mnt/a/p', '/src']), configured, 0)).holding).toEqual([]);
+    const gone = await t.observe(both, new Set(['/src']), configured, 1000);
     expect(gone).toMatchObject({ holding: ['/mnt/a/p'], newlyMissing: ['/mnt/a/p'], nextExpiry: 121_000 });
-    expect(t.observe(new Set(['/src']), configured, 120_999).holding).toEqual(['/mnt/a/p']);
-    expect(t.observe(new Set(['/src']), configured, 121_000)).toMatchObject({ holding: [], expired: ['/mnt/a/p'] });
-    t.accept(['/src']);
-    expect(t.observe(new Set(['/src']), configured, 200_000).absentSince).toEqual({});
+    expect(gone.held[0]?.graceUntil).toEqual(new Date(121_000));
+    expect((await t.observe(both, new Set(['/src']), configured, 120_999)).holding).toEqual(['/mnt/a/p']);
+    expect(await t.observe(both, new Set(['/src']), configured, 121_000)).toMatchObject({
+      holding: [],
+      expired: ['/mnt/a/p'],
+    });
+    // Once a view without it is accepted, the dir is no longer known.
+    expect((await t.observe(known('/src'), new Set(['/src']), configured, 200_000)).absentSince).toEqual({});
   });
 
-  it('restarts the clock when the dir comes back in between', () => {
-    const t = new AbsenceTracker(10, ['/a']);
-    t.observe(new Set(), configured, 0);
-    t.observe(new Set(['/a']), configured, 5);
-    expect(t.observe(new Set(), configured, 12)).toMatchObject({ holding: ['/a'], newlyMissing: ['/a'] });
+  it('restarts the clock when the dir comes back in between', async () => {
+    const t = new AbsenceTracker(10);
+    await t.observe(known('/a'), new Set(), configured, 0);
+    await t.observe(known('/a'), new Set(['/a']), configured, 5);
+    expect(await t.observe(known('/a'), new Set(), configured, 12)).toMatchObject({
+      holding: ['/a'],
+      newlyMissing: ['/a'],
+    });
   });
 
-  it('gives no grace to a source removed from the host config', () => {
-    const t = new AbsenceTracker(120_000, ['/a']);
-    expect(t.observe(new Set(), () => false, 0).holding).toEqual([]);
+  it('gives no grace to a source removed from the host config', async () => {
+    const t = new AbsenceTracker(120_000);
+    expect((await t.observe(known('/a'), new Set(), () => false, 0)).holding).toEqual([]);
   });
 });
 

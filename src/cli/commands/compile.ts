@@ -29,13 +29,14 @@ export const compileCommand: Command = {
         );
       const view = result.view!;
       for (const p of result.problems) ctx.io.err(`warning: ${formatProblem(p)}\n`);
+      const kept = result.accepted ? '' : ` kept: a source is missing; generation ${view.generation} stays current until its grace ends`;
       if (ctx.json)
         ctx.io.out(
-          `${JSON.stringify({ generation: view.generation, hash: view.hash, changed: result.changed, profiles: view.profiles.length }, null, 2)}\n`,
+          `${JSON.stringify({ generation: view.generation, hash: view.hash, changed: result.changed, accepted: result.accepted, profiles: view.profiles.length, kept: result.absence.holding }, null, 2)}\n`,
         );
       else
         ctx.io.out(
-          `generation ${view.generation} ${view.hash}${result.changed ? '' : ' (unchanged)'}: ${view.profiles.length} profile(s)\n`,
+          `generation ${view.generation} ${view.hash}${result.changed ? '' : ' (unchanged)'}: ${view.profiles.length} profile(s)${kept ? `;${kept}` : ''}\n`,
         );
       return EXIT.ok;
     } finally {

@@ -1,5 +1,7 @@
 import { observeAndPlan } from '../../apply/pass.js';
 import { formatPlan, planToJson } from '../../plan/format.js';
+import { describeHeld } from '../../state/source-absence.js';
+import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
 import { liveOwnerToken, openRuntime, previewView } from '../runtime.js';
 
@@ -10,8 +12,8 @@ export const planCommand: Command = {
   optionsHelp: '  --detailed-exitcode  exit 0 when in sync, 2 when changes are pending, 1 on error',
   options: { 'detailed-exitcode': { type: 'boolean' } },
   async run(ctx) {
-    const { view, generation } = await previewView(ctx);
-    const runtime = await openRuntime(ctx);
+    const { view, generation, held } = await previewView(ctx);
+    const runtime = await openRuntime(ctx, { readOnly: true });
     const ownerToken = await liveOwnerToken(ctx.config.stateDir);
     const { plan } = await observeAndPlan(view, {
       config: ctx.config,
@@ -20,8 +22,14 @@ export const planCommand: Command = {
       backoff: runtime.backoff,
       ...(ownerToken ? { ownerToken } : {}),
     });
-    if (ctx.json) ctx.io.out(`${JSON.stringify(planToJson(plan, generation), null, 2)}\n`);
-    else ctx.io.out(formatPlan(plan));
+    const kept = held.map((h) => ({
+      source: h.source,
+      dir: h.dir,
+      since: h.since.toISOString(),
+      graceUntil: h.graceUntil.toISOString(),
+    }));
+    if (ctx.json) ctx.io.out(`${JSON.stringify({ ...planToJson(plan, generation), kept }, null, 2)}\n`);
+    else ctx.io.out(`${held.map((h) => `  ${oneLine(describeHeld(h))}\n`).join('')}${formatPlan(plan)}`);
     return ctx.args['detailed-exitcode'] && plan.actions.length > 0 ? EXIT.changes : EXIT.ok;
   },
 };

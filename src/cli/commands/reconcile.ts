@@ -45,6 +45,10 @@ export const reconcileCommand: Command = {
           { problems: refreshed.problems.map(formatProblem) },
           `the sources do not compile; converging to the last good view (generation ${refreshed.view.generation})`,
         );
+      } else if (!refreshed.accepted && refreshed.view) {
+        ctx.log.warn(
+          `a source is missing; converging to the last good view (generation ${refreshed.view.generation}) until its grace ends`,
+        );
       }
       const view = refreshed.view!;
       const runtime = await openRuntime(ctx);
@@ -59,7 +63,7 @@ export const reconcileCommand: Command = {
       const failed = result.results.filter((r) => !r.ok);
       if (ctx.json) {
         ctx.io.out(
-          `${JSON.stringify({ generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, problems: refreshed.problems }, null, 2)}\n`,
+          `${JSON.stringify({ generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
         );
       } else {
         for (const r of result.results)
@@ -75,6 +79,7 @@ export const reconcileCommand: Command = {
         for (const p of refreshed.problems) ctx.io.err(`${formatProblem(p)}\n`);
         return EXIT.error;
       }
+      for (const p of refreshed.problems) ctx.io.err(`warning: ${formatProblem(p)}\n`);
       return EXIT.ok;
     } finally {
       await lock.release();

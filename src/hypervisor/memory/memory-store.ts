@@ -15,6 +15,8 @@ export async function openMemoryHypervisor(opts: {
   prefix: string;
   clock: () => Date;
   env: NodeJS.ProcessEnv;
+  /** `plan`, `status`, `--dry-run`: look at the guests (builds may finish in memory) but never save. */
+  readOnly?: boolean;
 }): Promise<MemoryHypervisor> {
   const file = join(opts.stateDir, 'memory-hypervisor.json');
   let initial: MemoryState | undefined;
@@ -26,13 +28,13 @@ export async function openMemoryHypervisor(opts: {
   }
   const outcomes = parseOutcomes(opts.env.CORRAL_MEMORY_OUTCOMES ?? '');
   const buildMs = Number(opts.env.CORRAL_MEMORY_BUILD_MS ?? 0);
-  await mkdir(opts.stateDir, { recursive: true });
+  if (!opts.readOnly) await mkdir(opts.stateDir, { recursive: true });
   return new MemoryHypervisor({
     prefix: opts.prefix,
     clock: opts.clock,
     outcome: (profile) => outcomes.get(profile) ?? outcomes.get('*') ?? 'succeed',
     buildMs: Number.isFinite(buildMs) ? buildMs : 0,
-    save: (state) => writeFileAtomic(file, JSON.stringify(state)),
+    ...(opts.readOnly ? {} : { save: (state: MemoryState) => writeFileAtomic(file, JSON.stringify(state)) }),
     ...(initial ? { initial } : {}),
   });
 }
