@@ -4,6 +4,8 @@
  * - CommandError: an external command (virsh, qemu-img, …) failed; keeps command, exit code and stderr.
  * - TransientError: worth retrying later with back-off (a busy lock, a hypervisor hiccup).
  */
+import { oneLine } from './util/escape.js';
+
 export interface Problem {
   /** File the problem is in (absolute or as given), or '' when not tied to a file. */
   file: string;
@@ -13,11 +15,13 @@ export interface Problem {
   severity: 'error' | 'warning';
 }
 
+/** Always one line: names from the filesystem or YAML keys cannot split it or inject text. */
 export function formatProblem(p: Problem): string {
-  if (!p.file) return p.message;
-  if (!p.where) return `${p.file}: ${p.message}`;
+  const message = oneLine(p.message);
+  if (!p.file) return message;
+  if (!p.where) return `${oneLine(p.file)}: ${message}`;
   const sep = p.where.startsWith('/') || p.where === '' ? '#' : ':';
-  return `${p.file}${sep}${p.where}: ${p.message}`;
+  return `${oneLine(p.file)}${sep}${oneLine(p.where)}: ${message}`;
 }
 
 export class ConfigError extends Error {

@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../util/package-root.js';
 import type { Level } from 'pino';
-import { CommandError, ConfigError, LockBusyError, TransientError, formatProblem } from '../errors.js';
-import { findConfigFile, loadHostConfig } from '../config/host-config.js';
+import { CommandError, ConfigError, LockBusyError, TransientError, formatProblem, type Problem } from '../errors.js';
+import { findConfigFile, loadHostConfig, type HostConfig } from '../config/host-config.js';
+import { oneLine } from '../util/escape.js';
 import { createValidators } from '../config/schema.js';
 import { createLogger } from './logger.js';
 import { EXIT, type Command, type CommandContext, type Output } from './command.js';
@@ -39,16 +40,21 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   const at = commandIndex(argv);
   const name = at === -1 ? undefined : argv[at];
   const all = commands();
+  // Before the options parse, `--json` anywhere asks for the JSON error object too.
+  const usage = (message: string, prefix = `corral ${name}`): number => {
+    io.err(`${prefix}: ${oneLine(message)}\n`);
+    if (argv.includes('--json'))
+      io.out(`${JSON.stringify({ ok: false, error: { kind: 'usage', message } }, null, 2)}\n`);
+    return EXIT.error;
+  };
   if (!name) {
     if (argv.includes('--version')) return (io.out(`${version()}\n`), EXIT.ok);
-    io[argv.includes('--help') || argv.includes('-h') ? 'out' : 'err'](topHelp(all));
-    return argv.includes('--help') || argv.includes('-h') ? EXIT.ok : EXIT.error;
+    if (argv.includes('--help') || argv.includes('-h')) return (io.out(topHelp(all)), EXIT.ok);
+    io.err(topHelp(all));
+    return argv.includes('--json') ? usage('no command given; run "corral --help" for the list', 'corral') : EXIT.error;
   }
   const command = all.find((c) => c.name === name);
-  if (!command) {
-    io.err(`corral: unknown command "${name}"; run "corral --help" for the list\n`);
-    return EXIT.error;
-  }
+  if (!command) return usage(`unknown command "${name}"; run "corral --help" for the list`, 'corral');
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
@@ -60,24 +66,23 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   } catch (error) {
     // node's messages run on with advice about `--`; the first sentence is the useful part.
     const message = (error as Error).message.split(/(?<=\.) /)[0]?.replace(/\.$/, '');
-    io.err(`corral ${name}: ${message}; see "corral ${name} --help"\n`);
-    return EXIT.error;
+    return usage(`${message}; see "corral ${name} --help"`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (parsed.positionals.length > 0 && !values.help) {
-    io.err(`corral ${name}: unexpected argument "${parsed.positionals[0]}"; see "corral ${name} --help"\n`);
-    return EXIT.error;
-  }
+  if (parsed.positionals.length > 0 && !values.help)
+    return usage(`unexpected argument "${parsed.positionals[0]}"; see "corral ${name} --help"`);
   if (values.help) {
     io.out(commandHelp(command));
     return EXIT.ok;
   }
+  const json = values.json === true;
+  // `--config ""` or `--config=` (an unset variable in a unit file) must not fall back to another config.
+  if (values.config === '') return usage('--config needs a file name (it was empty)');
   const level = (values['log-level'] as string | undefined) ?? env.CORRAL_LOG_LEVEL ?? 'info';
-  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
-    io.err(`corral ${name}: --log-level must be one of trace, debug, info, warn, error, silent\n`);
-    return EXIT.error;
-  }
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level))
+    return usage('--log-level must be one of trace, debug, info, warn, error, silent');
   const log = createLogger(level as Level, { tty: opts.stderrIsTty ?? Boolean(process.stderr.isTTY) });
+  let loaded: HostConfig | undefined;
   try {
     const cwd = opts.cwd ?? process.cwd();
     const validators = createValidators();
@@ -86,6 +91,7 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
       env,
       cwd,
     });
+    loaded = config;
     const hypervisor = values.hypervisor;
     if (hypervisor !== undefined) {
       if (hypervisor !== 'libvirt' && hypervisor !== 'memory')
@@ -95,7 +101,7 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
     const ctx: CommandContext = {
       args: values,
       positionals: parsed.positionals,
-      json: values.json === true,
+      json,
       config,
       validators,
       log,
@@ -106,8 +112,45 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
     };
     return await command.run(ctx);
   } catch (error) {
-    return report(error, name, io, level === 'debug' || level === 'trace');
+    const failure = describeFailure(namePaths(error, loaded), name, level === 'debug' || level === 'trace');
+    io.err(failure.text);
+    if (json) io.out(`${JSON.stringify({ ok: false, error: failure.error }, null, 2)}\n`);
+    return failure.exitCode;
   }
+}
+
+/**
+ * A filesystem error under the state or images dir is about the host config's `stateDir` or
+ * `imagesDir`: say which key to fix and where it points, not "internal error: ENOTDIR".
+ */
+function namePaths(error: unknown, config: HostConfig | undefined): unknown {
+  const err = error as NodeJS.ErrnoException;
+  if (!config || !err || typeof err.code !== 'string' || typeof err.path !== 'string') return error;
+  const keys = [
+    ['stateDir', config.stateDir],
+    ['imagesDir', config.imagesDir],
+  ] as const;
+  const hit = keys.find(([, dir]) => err.path === dir || err.path?.startsWith(`${dir}/`));
+  if (!hit) return error;
+  const [key, dir] = hit;
+  const why: Record<string, string> = {
+    ENOTDIR: 'a file is in the way of a directory',
+    EEXIST: 'a file is in the way of a directory',
+    ENOENT: 'it (or the dir it links to) does not exist and cannot be created',
+    EROFS: 'it is on a read-only filesystem',
+    EACCES: 'permission denied',
+    EPERM: 'permission denied',
+    ENOSPC: 'the disk is full',
+    ELOOP: 'a symlink loop',
+  };
+  return new ConfigError(`${key} ${dir} is unusable: ${why[err.code] ?? err.code} (${err.code} at ${err.path})`, [
+    {
+      file: config.file ?? '(built-in default config)',
+      where: `/${key}`,
+      severity: 'error',
+      message: `set "${key}" to a writable directory (now ${dir})`,
+    },
+  ]);
 }
 
 /** Index of the command name: the first argument that is neither an option nor a global option's value. */
@@ -125,32 +168,48 @@ function commandIndex(argv: string[]): number {
   return -1;
 }
 
-/** The one place where failures become messages and exit codes. */
-function report(error: unknown, name: string, io: Output, verbose: boolean): number {
+interface Failure {
+  text: string;
+  exitCode: number;
+  /** What `--json` prints on stdout. */
+  error: { kind: string; message: string; problems?: Problem[] };
+}
+
+/** The one place where failures become messages and exit codes. Every line is one line: names are escaped. */
+function describeFailure(error: unknown, name: string, verbose: boolean): Failure {
+  const head = (message: string) => `corral ${name}: ${oneLine(message)}\n`;
   if (error instanceof ConfigError) {
-    io.err(`corral ${name}: ${error.message}\n${error.problems.map((p) => `  ${formatProblem(p)}\n`).join('')}`);
-    return EXIT.error;
+    return {
+      text: `${head(error.message)}${error.problems.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
+      exitCode: EXIT.error,
+      error: { kind: 'config', message: error.message, problems: error.problems },
+    };
   }
   if (error instanceof LockBusyError) {
-    io.err(`corral ${name}: ${error.message}\n`);
-    return EXIT.busy;
+    return { text: head(error.message), exitCode: EXIT.busy, error: { kind: 'busy', message: error.message } };
   }
   if (error instanceof CommandError) {
     const stderr = error.stderr.trim();
-    io.err(
-      `corral ${name}: ${error.message}\n  command: ${error.command}\n  exit code: ${error.exitCode ?? 'none'}\n${stderr ? `  stderr: ${stderr.split('\n').join('\n          ')}\n` : ''}`,
-    );
-    return EXIT.error;
+    return {
+      text: `${head(error.message)}  command: ${oneLine(error.command)}\n  exit code: ${error.exitCode ?? 'none'}\n${stderr ? `  stderr: ${stderr.split('\n').map(oneLine).join('\n          ')}\n` : ''}`,
+      exitCode: EXIT.error,
+      error: { kind: 'command', message: error.message },
+    };
   }
   if (error instanceof TransientError) {
-    io.err(`corral ${name}: ${error.message} (temporary; try again)\n`);
-    return EXIT.error;
+    return {
+      text: head(`${error.message} (temporary; try again)`),
+      exitCode: EXIT.error,
+      error: { kind: 'transient', message: error.message },
+    };
   }
   const err = error as Error;
-  io.err(
-    `corral ${name}: internal error: ${err?.message ?? String(error)}\n${verbose && err?.stack ? `${err.stack}\n` : '  (run with --log-level debug for details)\n'}`,
-  );
-  return EXIT.error;
+  const message = err?.message ?? String(error);
+  return {
+    text: `${head(`internal error: ${message}`)}${verbose && err?.stack ? `${err.stack}\n` : '  (run with --log-level debug for details)\n'}`,
+    exitCode: EXIT.error,
+    error: { kind: 'internal', message },
+  };
 }
 
 function processSignals(): CommandContext['signals'] {

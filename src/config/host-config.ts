@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { packageRoot } from '../util/package-root.js';
 import { ConfigError, type Problem } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { checkDuration, type Range } from '../util/duration.js';
 import { readYamlMapping } from './read-yaml.js';
 import { schemaProblems, type Validators } from './schema.js';
 
@@ -24,6 +24,16 @@ export interface HostConfig {
   backoff: { initialSeconds: number; maxSeconds: number };
   watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number };
 }
+
+const DAY = 86400;
+/** Sane bounds for every duration of the host config (seconds), checked at load with file and key. */
+export const RANGES = {
+  backoffInitial: { min: 1, max: 7 * DAY },
+  backoffMax: { min: 1, max: 30 * DAY },
+  debounce: { min: 0, max: 60 },
+  resync: { min: 1, max: 7 * DAY },
+  absentGrace: { min: 0, max: 30 * DAY },
+} satisfies Record<string, Range>;
 
 export function builtinProfilesDir(): string {
   return join(packageRoot(), 'profiles');
@@ -73,20 +83,18 @@ function normalize(
     rebuild?: { backoffInitial?: unknown; backoffMax?: unknown };
     watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown };
   };
-  const base = file ? dirname(file) : opts.cwd;
+  // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
+  const base = file && !/^\/(dev|proc)\//.test(file) ? dirname(file) : opts.cwd;
   const where = file ?? '(built-in default config)';
   const problems: Problem[] = [];
-  const duration = (value: unknown, pointer: string, fallback: number): number => {
+  const duration = (value: unknown, pointer: string, fallback: number, range: Range): number => {
     if (value === undefined) return fallback;
-    const seconds = parseDuration(value);
-    if (seconds === undefined)
-      problems.push({
-        file: where,
-        where: pointer,
-        severity: 'error',
-        message: `not a duration: ${JSON.stringify(value)} (use e.g. 300ms, 90s, 5m)`,
-      });
-    return seconds ?? fallback;
+    const checked = checkDuration(value, range);
+    if ('message' in checked) {
+      problems.push({ file: where, where: pointer, severity: 'error', message: checked.message });
+      return fallback;
+    }
+    return checked.seconds;
   };
   const sources: SourceSpec[] = c.builtinProfiles === false ? [] : [{ name: 'builtin', path: builtinProfilesDir() }];
   const seen = new Set(sources.map((s) => s.name));
@@ -121,15 +129,22 @@ function normalize(
     concurrency: { builds: c.concurrency?.builds ?? 2, clones: c.concurrency?.clones ?? 4 },
     keepTemplates: c.keepTemplates ?? 2,
     backoff: {
-      initialSeconds: duration(c.rebuild?.backoffInitial, '/rebuild/backoffInitial', 60),
-      maxSeconds: duration(c.rebuild?.backoffMax, '/rebuild/backoffMax', 3600),
+      initialSeconds: duration(c.rebuild?.backoffInitial, '/rebuild/backoffInitial', 60, RANGES.backoffInitial),
+      maxSeconds: duration(c.rebuild?.backoffMax, '/rebuild/backoffMax', 3600, RANGES.backoffMax),
     },
     watch: {
-      debounceMs: duration(c.watch?.debounce, '/watch/debounce', 0.3) * 1000,
-      resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60),
-      absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120),
+      debounceMs: duration(c.watch?.debounce, '/watch/debounce', 0.3, RANGES.debounce) * 1000,
+      resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60, RANGES.resync),
+      absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120, RANGES.absentGrace),
     },
   };
+  if (config.backoff.maxSeconds < config.backoff.initialSeconds)
+    problems.push({
+      file: where,
+      where: '/rebuild/backoffMax',
+      severity: 'error',
+      message: `must not be shorter than rebuild.backoffInitial (${config.backoff.initialSeconds}s)`,
+    });
   if (problems.length > 0) throw new ConfigError(`invalid host config ${where}`, problems);
   return config;
 }

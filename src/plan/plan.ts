@@ -20,8 +20,10 @@ export function plan(input: PlanInput): Plan {
   }
   const actions: Action[] = [];
   const waits: Wait[] = [];
+  // A guest we did not create may sit on a name we would give a runner: never create over it.
+  const taken = new Set(observed.unrecognized.map((u) => u.name));
   for (const profile of profiles) {
-    const result = planProfile(profile, byProfile.get(profile.name) ?? [], now, policy);
+    const result = planProfile(profile, byProfile.get(profile.name) ?? [], now, policy, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
     byProfile.delete(profile.name);
@@ -29,7 +31,12 @@ export function plan(input: PlanInput): Plan {
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
     actions.push(...planRemoved(name, guests, policy));
   }
-  return { actions, waits, unrecognized: observed.unrecognized };
+  const unrecognized = observed.unrecognized.map((u) =>
+    parseName(policy.prefix, u.name)
+      ? { ...u, reason: `${u.reason}; it holds a name corral would use, so corral skips that name` }
+      : u,
+  );
+  return { actions, waits, unrecognized };
 }
 
 function planProfile(
@@ -37,6 +44,7 @@ function planProfile(
   guests: ObservedGuest[],
   now: Date,
   policy: Policy,
+  taken: ReadonlySet<string>,
 ): { actions: Action[]; waits: Wait[] } {
   const actions: Action[] = [];
   const waits: Wait[] = [];
@@ -121,7 +129,7 @@ function planProfile(
   // Runners follow the newest current template, or the newest template at all while a rebuild is pending.
   const serving = newest ?? templates[0];
   const runners = guests.filter((g) => g.role === 'runner');
-  const runnerPlan = planRunners(profile, runners, serving, policy);
+  const runnerPlan = planRunners(profile, runners, serving, policy, taken);
   actions.push(...runnerPlan.actions);
   if (!serving && profile.runners > 0) waits.push({ ...base, reason: 'runners wait for the first template' });
 

@@ -19,6 +19,8 @@ export function planRunners(
   runners: ObservedGuest[],
   serving: ObservedGuest | undefined,
   policy: Policy,
+  /** Names held by guests corral does not recognise: skipped, never created over. */
+  taken: ReadonlySet<string> = new Set(),
 ): RunnerPlan {
   const actions: Action[] = [];
   const remainingGens = new Set<string>();
@@ -26,7 +28,7 @@ export function planRunners(
   const used = new Set(runners.map((r) => r.index ?? 0));
   const nextName = () => {
     let i = 1;
-    while (used.has(i)) i++;
+    while (used.has(i) || taken.has(runnerName(policy.prefix, profile.name, i))) i++;
     used.add(i);
     return runnerName(policy.prefix, profile.name, i);
   };

@@ -82,7 +82,10 @@ export function viewHash(profiles: CompiledProfile[], masked: MaskedProfile[]): 
  * itself, a name that is not UTF-8, a dangling or looping symlink) is an error, so the last good
  * view stays instead of its profiles being taken for removed.
  */
-async function listProfileDirs(sourceDir: string, sourceName: string): Promise<{ dirs: string[]; problems: Problem[] }> {
+async function listProfileDirs(
+  sourceDir: string,
+  sourceName: string,
+): Promise<{ dirs: string[]; problems: Problem[] }> {
   const problems: Problem[] = [];
   const keep = 'its profiles are kept until it can be read';
   let dirents;
@@ -90,7 +93,11 @@ async function listProfileDirs(sourceDir: string, sourceName: string): Promise<{
     dirents = await readdir(sourceDir, { withFileTypes: true, encoding: 'buffer' });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    problems.push({ file: sourceDir, severity: 'error', message: `cannot read source "${sourceName}" (${code}); ${keep}` });
+    problems.push({
+      file: sourceDir,
+      severity: 'error',
+      message: `cannot read source "${sourceName}" (${code}); ${keep}`,
+    });
     return { dirs: [], problems };
   }
   const dirs: string[] = [];
@@ -109,8 +116,13 @@ async function listProfileDirs(sourceDir: string, sourceName: string): Promise<{
     else if (d.isSymbolicLink()) {
       const target = await stat(join(sourceDir, name)).catch((error: NodeJS.ErrnoException) => error);
       if (target instanceof Error) {
-        const why = target.code === 'ENOENT' ? 'a dangling symlink' : `a symlink that cannot be followed (${target.code})`;
-        problems.push({ file: join(sourceDir, name), severity: 'error', message: `${why}; ${keep.replace('its profiles are', 'the profile is')}` });
+        const why =
+          target.code === 'ENOENT' ? 'a dangling symlink' : `a symlink that cannot be followed (${target.code})`;
+        problems.push({
+          file: join(sourceDir, name),
+          severity: 'error',
+          message: `${why}; ${keep.replace('its profiles are', 'the profile is')}`,
+        });
       } else if (target.isDirectory()) dirs.push(name);
     }
   }
@@ -124,7 +136,11 @@ async function profileFileProblem(dir: string, name: string): Promise<Problem | 
     names = (await readdir(dir, { encoding: 'buffer' })).map((n) => utf8Name(n) ?? '');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    return { file: dir, severity: 'error', message: `cannot read the profile dir (${code}); the profile is kept until it can be read` };
+    return {
+      file: dir,
+      severity: 'error',
+      message: `cannot read the profile dir (${code}); the profile is kept until it can be read`,
+    };
   }
   if (names.includes(PROFILE_FILE)) return undefined;
   if (name.startsWith('.')) return 'skip';

@@ -4,7 +4,8 @@ import type { Problem } from '../errors.js';
 import { readYamlMapping } from '../config/read-yaml.js';
 import { schemaProblems, type Validators } from '../config/schema.js';
 import { PROFILE_NAME } from '../hypervisor/names.js';
-import { parseDuration, parseMemoryMiB } from '../util/duration.js';
+import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
+import { showBytes, utf8Name } from '../util/escape.js';
 import type { CompiledProfile, GuestSpec } from './view.js';
 import { confine } from './confine.js';
 
@@ -76,8 +77,12 @@ export async function readProfile(
 
   const base = await readBase(raw.base, error, path);
   const memoryMiB = parseMemoryMiB(raw.guest?.memory ?? 512);
-  if (memoryMiB === undefined)
-    error('/guest/memory', `not a memory size: ${JSON.stringify(raw.guest?.memory)} (use e.g. 512 or 2G)`);
+  const { min, max } = MEMORY_MIB_RANGE;
+  if (memoryMiB === undefined || memoryMiB < min || memoryMiB > max)
+    error(
+      '/guest/memory',
+      `${memoryMiB === undefined ? 'not a memory size' : 'out of range'}: ${JSON.stringify(raw.guest?.memory)} (use e.g. 512 or 2G; ${min} MiB to ${max / 1048576} TiB)`,
+    );
   const guest: GuestSpec = { cpus: raw.guest?.cpus ?? 1, memoryMiB: memoryMiB ?? 0 };
   for (const key of ['xml', 'kernel', 'initrd'] as const) {
     const resolved = await path(`/guest/${key}`, raw.guest?.[key]);
@@ -93,17 +98,20 @@ export async function readProfile(
   const provisionFiles: string[] = [];
   if (provisionDir) {
     await path('/provision/entry', entry, provisionDir);
-    for (const entryPath of await listFiles(provisionDir)) {
+    const listed = await listFiles(provisionDir);
+    for (const bad of listed.rejected) error('/provision/dir', bad);
+    for (const entryPath of listed.files) {
       const confined = await path('/provision/dir', relative(dir, entryPath));
       if (confined) provisionFiles.push(confined);
     }
   }
-  const timeoutSeconds = parseDuration(raw.provision?.timeout ?? '30m');
-  if (!timeoutSeconds)
-    error('/provision/timeout', `not a positive duration: ${JSON.stringify(raw.provision?.timeout)}`);
-  const maxAgeSeconds = raw.rebuild?.maxAge === undefined ? undefined : parseDuration(raw.rebuild.maxAge);
-  if (raw.rebuild?.maxAge !== undefined && !maxAgeSeconds)
-    error('/rebuild/maxAge', `not a positive duration: ${JSON.stringify(raw.rebuild.maxAge)}`);
+  const timeout = checkDuration(raw.provision?.timeout ?? '30m', PROFILE_RANGES.timeout);
+  if ('message' in timeout) error('/provision/timeout', timeout.message);
+  const timeoutSeconds = 'seconds' in timeout ? timeout.seconds : undefined;
+  const maxAge =
+    raw.rebuild?.maxAge === undefined ? undefined : checkDuration(raw.rebuild.maxAge, PROFILE_RANGES.maxAge);
+  if (maxAge && 'message' in maxAge) error('/rebuild/maxAge', maxAge.message);
+  const maxAgeSeconds = maxAge && 'seconds' in maxAge ? maxAge.seconds : undefined;
 
   if (problems.length > 0 || !base || !provisionDir) return invalid(problems);
   return {
@@ -127,9 +135,51 @@ export async function readProfile(
   };
 }
 
-async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  return entries.filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => join(e.parentPath, e.name));
+/** Bounds of a profile's durations (seconds): a build needs a second at least and a week at most. */
+export const PROFILE_RANGES = {
+  timeout: { min: 1, max: 7 * 86400 },
+  maxAge: { min: 60, max: 366 * 86400 },
+};
+
+/**
+ * Every file of the provision dir. What cannot go onto a seed disk is rejected by name: FIFOs,
+ * sockets and devices (reading one would hang or make no sense), and names that are not UTF-8.
+ */
+async function listFiles(dir: string): Promise<{ files: string[]; rejected: string[] }> {
+  const files: string[] = [];
+  const rejected: string[] = [];
+  // By hand rather than `recursive: true`: only byte names tell a non-UTF-8 name from a missing file.
+  const walk = async (at: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(at, { withFileTypes: true, encoding: 'buffer' });
+    } catch (error) {
+      rejected.push(
+        `cannot read ${relative(dir, at) || '.'} (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+      );
+      return;
+    }
+    for (const e of entries) {
+      const name = utf8Name(e.name);
+      if (name === undefined) {
+        rejected.push(`a name that is not valid UTF-8: ${relative(dir, join(at, showBytes(e.name)))} (rename it)`);
+        continue;
+      }
+      const path = join(at, name);
+      const kind = e.isFIFO()
+        ? 'a FIFO'
+        : e.isSocket()
+          ? 'a socket'
+          : e.isBlockDevice() || e.isCharacterDevice()
+            ? 'a device'
+            : undefined;
+      if (kind) rejected.push(`${kind} cannot go onto the seed disk: ${relative(dir, path)}`);
+      else if (e.isDirectory()) await walk(path);
+      else if (e.isFile() || e.isSymbolicLink()) files.push(path);
+    }
+  };
+  await walk(dir);
+  return { files: files.sort(), rejected };
 }
 
 async function readBase(

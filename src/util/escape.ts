@@ -21,7 +21,7 @@ export function utf8Name(bytes: Buffer): string | undefined {
 /** A name that is not valid UTF-8, with the offending bytes as \xNN (the rest as text). */
 export function showBytes(bytes: Buffer): string {
   let out = '';
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const byte = bytes[i] ?? 0;
     const len = byte < 0x80 ? 1 : byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 0;
     const chunk = len > 0 ? bytes.subarray(i, i + len) : undefined;

@@ -5,6 +5,7 @@ import type { HostConfig } from '../config/host-config.js';
 import type { Validators } from '../config/schema.js';
 import type { Problem } from '../errors.js';
 import { FileDigests } from '../sources/inputs.js';
+import { clampTimerMs } from '../util/duration.js';
 import type { CompiledView } from '../sources/view.js';
 import { BackoffStore } from '../state/backoff-store.js';
 import { readCurrentView } from '../state/compiled-store.js';
@@ -70,7 +71,7 @@ export class WatchDaemon {
     this.relevant = relevance(this.config.sources, this.config.file);
     this.scheduler = new PassScheduler({
       now: () => Date.now(),
-      setTimer: (fn, ms) => setTimeout(fn, ms),
+      setTimer: (fn, ms) => setTimeout(fn, clampTimerMs(ms)),
       clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
       debounceMs: this.config.watch.debounceMs,
       maxWaitMs: maxWaitMs(this.config.watch.debounceMs),

@@ -1,5 +1,6 @@
 import { runPass, type PassDeps } from '../apply/pass.js';
 import type { CompiledView } from '../sources/view.js';
+import { clampTimerMs } from '../util/duration.js';
 import { StoppedError } from './queues.js';
 
 /**
@@ -31,7 +32,7 @@ export class Timers<K> {
       setTimeout(() => {
         this.timers.delete(key);
         fn();
-      }, ms),
+      }, clampTimerMs(ms)),
     );
   }
 

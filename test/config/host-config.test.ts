@@ -38,7 +38,9 @@ describe('bad host config → clear error, exit 1', () => {
   it('a bad duration names the pointer', async () => {
     const host = aHostConfig(await tempRoot()).set({ watch: { debounce: '5 parsecs' } });
     const file = await host.write();
-    await expectBadConfig(file, [`${file}#/watch/debounce: not a duration: "5 parsecs" (use e.g. 300ms, 90s, 5m)`]);
+    await expectBadConfig(file, [
+      `${file}#/watch/debounce: not a duration: "5 parsecs" (use e.g. 300ms, 90s, 30m, 12h, 7d; between 0s and 60s)`,
+    ]);
   });
 
   it('a duplicate source name', async () => {

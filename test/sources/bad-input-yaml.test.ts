@@ -92,7 +92,7 @@ describe('bad profile.yaml content is rejected with a clear message and state/cu
       w,
       `${a.file}#/runners: must be >= 0`,
       new RegExp(`${escape(b.file)}:\\d+:\\d+: `),
-      `${c.file}#/provision/timeout: not a positive duration: "soon"`,
+      `${c.file}#/provision/timeout: not a duration: "soon"`,
     );
     expect(validate.stderr).toContain('3 error(s)');
   });

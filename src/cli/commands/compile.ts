@@ -29,7 +29,9 @@ export const compileCommand: Command = {
         );
       const view = result.view!;
       for (const p of result.problems) ctx.io.err(`warning: ${formatProblem(p)}\n`);
-      const kept = result.accepted ? '' : ` kept: a source is missing; generation ${view.generation} stays current until its grace ends`;
+      const kept = result.accepted
+        ? ''
+        : ` kept: a source is missing; generation ${view.generation} stays current until its grace ends`;
       if (ctx.json)
         ctx.io.out(
           `${JSON.stringify({ generation: view.generation, hash: view.hash, changed: result.changed, accepted: result.accepted, profiles: view.profiles.length, kept: result.absence.holding }, null, 2)}\n`,

@@ -4,6 +4,8 @@ import { FileDigests } from '../../sources/inputs.js';
 import { acquireLock } from '../../state/lock.js';
 import { refreshView } from '../../state/refresh-view.js';
 import { EXIT, type Command } from '../command.js';
+import { parseName } from '../../hypervisor/names.js';
+import { oneLine } from '../../util/escape.js';
 import { openRuntime } from '../runtime.js';
 import { planCommand } from './plan.js';
 
@@ -61,9 +63,11 @@ export const reconcileCommand: Command = {
         ...runtime,
       });
       const failed = result.results.filter((r) => !r.ok);
+      // A guest corral did not create sits on a name it needs: say so with a failing exit, every run, until removed.
+      const squatters = result.last.unrecognized.filter((u) => parseName(ctx.config.prefix, u.name));
       if (ctx.json) {
         ctx.io.out(
-          `${JSON.stringify({ generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
+          `${JSON.stringify({ ok: refreshed.ok && squatters.length === 0, generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
         );
       } else {
         for (const r of result.results)
@@ -71,6 +75,7 @@ export const reconcileCommand: Command = {
             `${r.ok ? 'ok    ' : 'FAILED'} ${r.action.action} ${r.action.guest}${r.error ? `: ${r.error}` : ''} (${(r.durationMs / 1000).toFixed(1)}s)\n`,
           );
         for (const w of result.last.waits) ctx.io.out(`waiting ${w.profile}: ${w.reason}\n`);
+        for (const u of result.last.unrecognized) ctx.io.out(`? ${oneLine(u.name)}: ${u.reason} (left alone)\n`);
         ctx.io.out(
           `generation ${view.generation}: ${result.results.length} action(s) in ${result.passes} pass(es), ${failed.length} failed\n`,
         );
@@ -80,6 +85,12 @@ export const reconcileCommand: Command = {
         return EXIT.error;
       }
       for (const p of refreshed.problems) ctx.io.err(`warning: ${formatProblem(p)}\n`);
+      if (squatters.length > 0) {
+        ctx.io.err(
+          `corral reconcile: ${squatters.length} guest(s) not created by corral hold corral's names (${squatters.map((u) => oneLine(u.name)).join(', ')}); remove or rename them\n`,
+        );
+        return EXIT.error;
+      }
       return EXIT.ok;
     } finally {
       await lock.release();
