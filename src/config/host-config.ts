@@ -55,7 +55,7 @@ export async function loadHostConfig(
 ): Promise<HostConfig> {
   let raw: Record<string, unknown> = {};
   if (file) {
-    const read = await readYamlMapping(file);
+    const read = await readYamlMapping(file, { allowPipe: true });
     if (!read.ok) throw new ConfigError(`invalid host config ${file}`, read.problems);
     raw = read.value;
     if (!opts.validators.config(raw)) {

@@ -8,7 +8,7 @@ export const MAX_YAML_BYTES = 1024 * 1024;
 export type YamlResult = { ok: true; value: Record<string, unknown> } | { ok: false; problems: Problem[] };
 
 /** Reads a YAML file that must hold a mapping; every failure is a Problem naming the file. */
-export async function readYamlMapping(file: string): Promise<YamlResult> {
+export async function readYamlMapping(file: string, opts: { allowPipe?: boolean } = {}): Promise<YamlResult> {
   const fail = (message: string, where?: string): YamlResult => ({
     ok: false,
     problems: [{ file, severity: 'error', message, ...(where ? { where } : {}) }],
@@ -16,11 +16,14 @@ export async function readYamlMapping(file: string): Promise<YamlResult> {
   let text: string;
   try {
     const info = await stat(file);
-    if (!info.isFile()) return fail('not a regular file');
+    // The host config may come through a pipe (`--config /dev/stdin`); a profile may not (it would hang a compile).
+    const pipe = opts.allowPipe === true && (info.isFIFO() || info.isCharacterDevice() || info.isSocket());
+    if (!info.isFile() && !pipe) return fail('not a regular file');
     if (info.size > MAX_YAML_BYTES) {
       return fail(`file is ${(info.size / 1048576).toFixed(1)} MiB; the limit is ${MAX_YAML_BYTES / 1048576} MiB`);
     }
     text = await readFile(file, 'utf8');
+    if (Buffer.byteLength(text) > MAX_YAML_BYTES) return fail(`more than ${MAX_YAML_BYTES / 1048576} MiB`);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     return fail(code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? String(error)})`);
