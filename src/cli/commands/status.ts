@@ -1,7 +1,7 @@
 import { observeAndPlan } from '../../apply/pass.js';
 import { formatProblem } from '../../errors.js';
 import { createdAt, newestFirst } from '../../plan/gen-time.js';
-import { damageProblem, loadCurrentView } from '../../state/compiled-store.js';
+import { readCurrentView } from '../../state/compiled-store.js';
 import { isAlive, readLockHolder } from '../../state/lock.js';
 import { readWatchStatus } from '../../state/watch-status.js';
 import { formatDuration } from '../../util/duration.js';
@@ -16,9 +16,8 @@ export const statusCommand: Command = {
   optionsHelp: '',
   options: {},
   async run(ctx) {
-    const loaded = await loadCurrentView(ctx.config.stateDir);
-    if (loaded.damage) ctx.io.err(`warning: ${formatProblem(damageProblem(loaded.damage))}\n`);
-    const view = loaded.view ?? (await previewView(ctx)).view;
+    // A damaged stored view is no view: the preview says so (once) and shows the sources as they are.
+    const view = (await readCurrentView(ctx.config.stateDir)) ?? (await previewView(ctx)).view;
     const runtime = await openRuntime(ctx, { readOnly: true });
     const holder = await readLockHolder(ctx.config.stateDir);
     const live = holder && isAlive(holder) ? holder : undefined;
