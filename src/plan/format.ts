@@ -1,3 +1,4 @@
+import { oneLine } from '../util/escape.js';
 import type { Action, Plan } from './types.js';
 
 const SYMBOL: Record<Action['action'], string> = {
@@ -28,7 +29,7 @@ export function formatPlan(plan: Plan): string {
     lines.push(`  ${SYMBOL[a.action]} ${target}  ${a.action}: ${a.reason}${from}`);
   }
   for (const w of plan.waits) lines.push(`  = ${w.profile}: ${w.reason}`);
-  for (const u of plan.unrecognized) lines.push(`  ? ${u.name}: ${u.reason} (left alone)`);
+  for (const u of plan.unrecognized) lines.push(`  ? ${oneLine(u.name)}: ${oneLine(u.reason)} (left alone)`);
   const counts = new Map<string, number>();
   for (const a of plan.actions) counts.set(a.action, (counts.get(a.action) ?? 0) + 1);
   const summary =

@@ -131,3 +131,21 @@ describe('a foreign guest on a runner name', () => {
     ]);
   });
 });
+
+describe('filesystem errors under stateDir or imagesDir', () => {
+  it('become a config error naming the key, the path and the config file', async () => {
+    const { namePaths } = await import('../../src/cli/config-paths.js');
+    const config = { file: '/etc/corral/config.yaml', stateDir: '/var/lib/corral/state', imagesDir: '/srv/images' };
+    const erofs = Object.assign(new Error('EROFS: read-only file system'), {
+      code: 'EROFS',
+      path: '/srv/images/templates',
+    });
+    const named = namePaths(erofs, config as never) as Error & { problems: { file: string; where: string }[] };
+    expect(named.message).toBe(
+      'imagesDir /srv/images is unusable: it is on a read-only filesystem (EROFS at /srv/images/templates)',
+    );
+    expect(named.problems).toEqual([expect.objectContaining({ file: '/etc/corral/config.yaml', where: '/imagesDir' })]);
+    const elsewhere = Object.assign(new Error('x'), { code: 'ENOENT', path: '/tmp/other' });
+    expect(namePaths(elsewhere, config as never)).toBe(elsewhere);
+  });
+});

@@ -5,6 +5,7 @@ import { readCurrentView } from '../../state/compiled-store.js';
 import { isAlive, readLockHolder } from '../../state/lock.js';
 import { readWatchStatus } from '../../state/watch-status.js';
 import { formatDuration } from '../../util/duration.js';
+import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
 import { openRuntime, previewView } from '../runtime.js';
 
@@ -102,7 +103,7 @@ export const statusCommand: Command = {
     if (watch?.lastPassAt) out.push(`watch: last pass at ${watch.lastPassAt}`);
     for (const [dir, since] of Object.entries(watch?.absentSince ?? {}))
       out.push(`source ${dir} is absent since ${since}; its profiles stay until the grace period ends`);
-    for (const u of observed.unrecognized) out.push(`? ${u.name}: ${u.reason} (left alone)`);
+    for (const u of observed.unrecognized) out.push(`? ${oneLine(u.name)}: ${oneLine(u.reason)} (left alone)`);
     if (result.problems.length > 0)
       out.push(
         `watch is using the last good view; the sources have problems:`,
