@@ -99,6 +99,11 @@ describe('a missing source keeps its profiles for absentGrace, under cron too', 
       },
     ]);
 
+    const status = await cli(['status', '--config', h.config]);
+    expect(status.stdout).toContain(
+      `source "usb" ${join(h.root, 'usb')} is absent since ${since}; its profiles stay until`,
+    );
+
     // A shorter grace that has run out: removal proceeds, and says why.
     await h.host.set({ watch: { absentGrace: '1s' } }).write();
     await new Promise((r) => setTimeout(r, 1100));

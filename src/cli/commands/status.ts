@@ -3,6 +3,7 @@ import { formatProblem } from '../../errors.js';
 import { createdAt, newestFirst } from '../../plan/gen-time.js';
 import { readCurrentView } from '../../state/compiled-store.js';
 import { isAlive, readLockHolder } from '../../state/lock.js';
+import { readAbsenceRecord } from '../../state/source-absence.js';
 import { readWatchStatus } from '../../state/watch-status.js';
 import { formatDuration } from '../../util/duration.js';
 import { oneLine } from '../../util/escape.js';
@@ -70,12 +71,21 @@ export const statusCommand: Command = {
         changes: plan.actions.filter((a) => a.profile === p.name).length,
       };
     });
+    // The absence record is shared by watch and cron: a source held under cron shows here too.
+    const graceMs = ctx.config.watch.absentGraceSeconds * 1000;
+    const absent = Object.entries((await readAbsenceRecord(ctx.config.stateDir)).absent).map(([dir, e]) => ({
+      dir,
+      source: e.source,
+      since: e.since,
+      graceUntil: new Date(Date.parse(e.since) + graceMs).toISOString(),
+    }));
     const result = {
       generation: view.generation,
       hypervisor: runtime.hypervisor.kind,
       lock: live ? { pid: live.pid, command: live.command, since: live.startedAt } : null,
       problems: watch?.problems ?? [],
       watch: watch ? { lastPassAt: watch.lastPassAt ?? null, absentSince: watch.absentSince } : null,
+      absent,
       profiles,
       unrecognized: observed.unrecognized,
     };
@@ -101,8 +111,10 @@ export const statusCommand: Command = {
       if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);
     }
     if (watch?.lastPassAt) out.push(`watch: last pass at ${watch.lastPassAt}`);
-    for (const [dir, since] of Object.entries(watch?.absentSince ?? {}))
-      out.push(`source ${dir} is absent since ${since}; its profiles stay until the grace period ends`);
+    for (const a of absent)
+      out.push(
+        oneLine(`source "${a.source}" ${a.dir} is absent since ${a.since}; its profiles stay until ${a.graceUntil}`),
+      );
     for (const u of observed.unrecognized) out.push(`? ${oneLine(u.name)}: ${oneLine(u.reason)} (left alone)`);
     if (result.problems.length > 0)
       out.push(
