@@ -2,9 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { runPass } from '../src/apply/pass.js';
+import { runPass } from '../src/reconcile/pass.js';
 import { createLibvirtHypervisor } from '../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../src/hypervisor/libvirt/exec.js';
+import { execaExec, type Exec } from '../src/util/exec.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../src/hypervisor/names.js';
 import type { HostConfig } from '../src/config/host-config.js';
 import { BackoffStore } from '../src/state/backoff-store.js';
@@ -85,6 +85,7 @@ export async function benchLibvirt(): Promise<BenchResult[]> {
       sleep: async () => {},
       events: new EventLog(work),
       backoff: new BackoffStore(work, { initialSeconds: 60, maxSeconds: 60 }),
+      runnerBackoff: new BackoffStore(work, { initialSeconds: 60, maxSeconds: 60 }, 'runner-backoff.json'),
       pollMs: 500,
     };
     const passes: { processes: number; actions: number; ms: number }[] = [];

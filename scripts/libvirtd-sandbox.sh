@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# An isolated libvirtd for tests and the demo (DESIGN.md §7).
+# An isolated libvirtd for tests and the demo (docs/design.md, "Tests").
 #   libvirtd-sandbox.sh start DIR   -> prints the connection URI once the socket answers
+#   libvirtd-sandbox.sh restart DIR -> stops that libvirtd (guests keep running) and starts it again
 #   libvirtd-sandbox.sh stop DIR    -> kills that libvirtd and every process it started, removes DIR
 #
 # The machine's own libvirtd cannot start guests (no virtlogd), and tests must not see or touch
@@ -42,7 +43,7 @@ start() {
     "$dir/etc/qemu.conf"
   cat >>"$dir/etc/qemu.conf" <<'EOF'
 
-# corral sandbox (DESIGN.md §7)
+# corral sandbox (docs/design.md, "Tests")
 stdio_handler = "file"
 user = "root"
 group = "root"
@@ -67,6 +68,9 @@ mount --bind "$d/cache" /var/cache/libvirt
 # The capabilities probe costs ~8 s; the cache is keyed by the qemu binary, so it is safe to share.
 mkdir -p /var/cache/libvirt/qemu/capabilities
 mount --bind "$caps" /var/cache/libvirt/qemu/capabilities
+# Holds the namespace open while libvirtd is down for a restart (stop kills it with the rest).
+sleep infinity </dev/null >/dev/null 2>&1 &
+echo $! >"$d/anchor.pid"
 exec libvirtd --pid-file "$d/libvirtd.pid"
 EOS
 )
@@ -91,6 +95,31 @@ EOS
   echo "$uri"
 }
 
+restart() {
+  local dir=$1 pid anchor
+  [[ -n "$dir" && -f "$dir/mntns" ]] || die "usage: $0 restart DIR (a running sandbox)"
+  dir=$(cd "$dir" && pwd)
+  anchor=$(cat "$dir/anchor.pid")
+  [[ "$(readlink "/proc/$anchor/ns/mnt" 2>/dev/null || true)" == "$(cat "$dir/mntns")" ]] || die "$dir: namespace anchor is gone"
+  pid=$(cat "$dir/libvirtd.pid" 2>/dev/null || true)
+  if [[ -n "$pid" ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/libvirtd.pid"
+  setsid nsenter --mount="/proc/$anchor/ns/mnt" -- libvirtd --pid-file "$dir/libvirtd.pid" \
+    </dev/null >>"$dir/libvirtd.out" 2>&1 &
+  local uri deadline=$((SECONDS + START_TIMEOUT))
+  uri=$(uri_for "$dir")
+  until virsh -q -c "$uri" version >/dev/null 2>&1; do
+    (( SECONDS < deadline )) || die "libvirtd did not answer within ${START_TIMEOUT}s after a restart"
+    sleep 0.05
+  done
+  echo "$uri"
+}
+
 stop() {
   local dir=$1 ns="" pid
   [[ -n "$dir" ]] || die "usage: $0 stop DIR"
@@ -112,6 +141,7 @@ stop() {
 
 case "${1:-}" in
   start) start "${2:-}" ;;
+  restart) restart "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) die "usage: $0 start|stop DIR" ;;
+  *) die "usage: $0 start|restart|stop DIR" ;;
 esac

@@ -1,5 +1,6 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
+import { errorKind, type ErrorKind } from '../errors.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
@@ -13,12 +14,12 @@ export interface ApplyDeps extends BuildDeps {
   log: Logger;
   events: EventLog;
   backoff: BackoffStore;
+  /** Per-profile back-off after runners crashed. */
+  runnerBackoff: BackoffStore;
   /** Keeps the console log of failed builds (their guest and disks are destroyed). */
   failedLogs?: FailedBuildLogs;
-  profiles: Map<string, CompiledProfile>;
-  concurrency: { builds: number; clones: number };
-  /** Names of the builds being waited on; the planner treats our other rebuilds as orphans. */
-  inFlight?: Set<string>;
+  profiles: ReadonlyMap<string, CompiledProfile>;
+  concurrency: Readonly<{ builds: number; clones: number }>;
   /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
   queues?: { builds: PQueue; clones: PQueue };
 }
@@ -27,14 +28,28 @@ export interface ActionResult {
   action: Action;
   ok: boolean;
   error?: string;
+  /** What kind of failure (errors.ts): transient ones are worth a retry pass soon, config ones wait for an edit. */
+  errorKind?: ErrorKind;
   durationMs: number;
+}
+
+/** A build this pass queued: counts as in flight from the moment it is queued until `done` settles. */
+export interface StartedBuild {
+  name: string;
+  profile: string;
+  done: Promise<ActionResult>;
 }
 
 export interface Applied {
   /** Results of every non-build action, once they are all done. */
   results: ActionResult[];
-  /** Resolves when every build this pass started has been promoted or discarded. */
-  builds: Promise<ActionResult[]>;
+  /** The builds this pass started; they finish in the background. */
+  builds: StartedBuild[];
+}
+
+/** Resolves when every build has been promoted or discarded. */
+export function buildsDone(builds: readonly StartedBuild[]): Promise<ActionResult[]> {
+  return Promise.all(builds.map((b) => b.done));
 }
 
 /** Phases run in an order that keeps the invariants: nothing is retired before its runners are gone. */
@@ -54,19 +69,14 @@ export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied
     builds: new PQueue({ concurrency: deps.concurrency.builds }),
     clones: new PQueue({ concurrency: deps.concurrency.clones }),
   };
-  const builds = Promise.all(
-    actions
-      .filter((a) => a.action === 'build')
-      .map((a) => {
-        // Counted from the moment it is queued: a pass planned meanwhile must not start a second build.
-        deps.inFlight?.add(a.guest);
-        return queues.builds
-          .add(() => execute(a, deps), { throwOnTimeout: true })
-          .finally(() => deps.inFlight?.delete(a.guest));
-      }),
-  );
-  // Whoever awaits `builds` sees a rejection; until then it must not count as unhandled.
-  builds.catch(() => undefined);
+  const builds: StartedBuild[] = actions
+    .filter((a) => a.action === 'build')
+    .map((a) => {
+      const done = queues.builds.add(() => execute(a, deps), { throwOnTimeout: true });
+      // Whoever awaits `done` sees a rejection; until then it must not count as unhandled.
+      done.catch(() => undefined);
+      return { name: a.guest, profile: a.profile, done };
+    });
   const results: ActionResult[] = [];
   for (const kinds of PHASES) {
     const phase = actions.filter((a) => kinds.includes(a.action));
@@ -82,15 +92,16 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
   const started = deps.clock();
   let ok = true;
   let error: string | undefined;
+  let kind: ErrorKind | undefined;
   try {
     const failure = await perform(action, { ...deps, log });
-    if (failure) [ok, error] = [false, failure];
+    if (failure) [ok, error, kind] = [false, failure, 'command'];
   } catch (e) {
-    [ok, error] = [false, (e as Error).message];
+    [ok, error, kind] = [false, (e as Error).message, errorKind(e)];
   }
   const durationMs = deps.clock().getTime() - started.getTime();
   if (ok) log.info({ durationMs, reason: action.reason }, `${action.action} done`);
-  else log.warn({ durationMs, error }, `${action.action} failed`);
+  else log.warn({ durationMs, error, errorKind: kind }, `${action.action} failed`);
   await deps.events.append({
     time: started.toISOString(),
     action: action.action,
@@ -101,7 +112,7 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
     ...(error ? { error } : {}),
     durationMs,
   });
-  return { action, ok, ...(error ? { error } : {}), durationMs };
+  return { action, ok, ...(error ? { error, errorKind: kind } : {}), durationMs };
 }
 
 /** Does the work of one action; returns a failure message for an expected failure (a failed build). */
@@ -139,10 +150,15 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
       if (action.createFirst) {
         await createRunner(action.replacement, action, deps);
         await hv.destroy(action.guest);
-      } else {
-        await hv.destroy(action.guest);
-        await createRunner(action.replacement, action, deps);
+        return undefined;
       }
+      await hv.destroy(action.guest);
+      await createRunner(action.replacement, action, deps);
+      // A crash extends the profile's runner back-off; a runner that finished its job ends it.
+      if (action.crashed) {
+        const entry = await deps.runnerBackoff.recordFailure(action.profile, `${action.guest} crashed`, deps.clock());
+        deps.log.warn({ failures: entry.failures, until: entry.until }, 'runner crashed; backing off its replacements');
+      } else await deps.runnerBackoff.recordSuccess(action.profile);
       return undefined;
   }
 }

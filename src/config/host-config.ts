@@ -22,7 +22,8 @@ export interface HostConfig {
   concurrency: { builds: number; clones: number };
   keepTemplates: number;
   backoff: { initialSeconds: number; maxSeconds: number };
-  watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number };
+  /** `events`: guest lifecycle events trigger passes (false: only the resync and the plan's requeue look again). */
+  watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number; events: boolean };
 }
 
 const DAY = 86400;
@@ -81,7 +82,7 @@ function normalize(
     concurrency?: { builds?: number; clones?: number };
     keepTemplates?: number;
     rebuild?: { backoffInitial?: unknown; backoffMax?: unknown };
-    watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown };
+    watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown; events?: boolean };
   };
   // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
   const base = file && !/^\/(dev|proc)\//.test(file) ? dirname(file) : opts.cwd;
@@ -136,6 +137,7 @@ function normalize(
       debounceMs: duration(c.watch?.debounce, '/watch/debounce', 0.3, RANGES.debounce) * 1000,
       resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60, RANGES.resync),
       absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120, RANGES.absentGrace),
+      events: c.watch?.events ?? true,
     },
   };
   if (config.backoff.maxSeconds < config.backoff.initialSeconds)

@@ -23,6 +23,9 @@ export interface GuestMeta {
 
 export type Verdict = { ok: true } | { ok: false; reason: string };
 
+/** A guest's corral metadata as a backend read it, or why it could not. */
+export type MetaResult = { ok: true; meta: GuestMeta } | { ok: false; reason: string };
+
 export interface ObservedGuest {
   name: string;
   role: Role;
@@ -59,6 +62,31 @@ export interface RunnerRequest {
   meta: GuestMeta;
 }
 
+/** Guest lifecycle changes, as every backend reports them. */
+export type GuestEventKind = 'defined' | 'undefined' | 'renamed' | 'started' | 'stopped' | 'crashed';
+
+export interface GuestEvent {
+  guest: string;
+  kind: GuestEventKind;
+  /** The backend's own word for it (libvirt's event detail: `Destroyed`, `Shutdown`, …). */
+  detail: string;
+  /** ISO time the backend stamped on it. */
+  time: string;
+}
+
+export interface GuestEventSink {
+  onEvent(event: GuestEvent): void;
+  /**
+   * The stream was down and is up again: events may have been lost meanwhile, so look again.
+   * (Events only trigger passes; every pass re-observes everything, so a lost event costs at most this.)
+   */
+  onResumed?(): void;
+}
+
+export interface GuestEventStream {
+  close(): Promise<void>;
+}
+
 export interface Hypervisor {
   readonly kind: string;
   /** Every guest carrying our prefix, in as few backend calls as possible (libvirt: one virsh process). */
@@ -75,4 +103,10 @@ export interface Hypervisor {
   destroy(name: string): Promise<void>;
   /** Serial console output of a guest, when the backend keeps it. */
   consoleLog(name: string): Promise<string | undefined>;
+  /**
+   * Lifecycle events of every guest (not only ours: callers filter by prefix) until closed. A
+   * backend whose stream breaks reconnects by itself and says so once in the log; meanwhile only
+   * the resync timer looks again.
+   */
+  watchEvents(sink: GuestEventSink): GuestEventStream;
 }

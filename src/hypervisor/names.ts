@@ -1,10 +1,12 @@
 /**
  * Guest naming. The role of a guest comes from its name, so the rename rebuild → template is the
- * single commit point of a promotion (DESIGN.md §1).
+ * single commit point of a promotion (docs/design.md, "Naming").
  */
+import { PROFILE_NAME } from '../sources/profile-name.js';
+
 export type Role = 'rebuild' | 'template' | 'runner';
 
-export const PROFILE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+export { PROFILE_NAME } from '../sources/profile-name.js';
 /** `<UTC timestamp>-<8 hex of inputs hash>`: sortable and unique. */
 export const GEN = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 

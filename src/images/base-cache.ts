@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { ConfigError, TransientError } from '../errors.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { sha256File } from '../util/hash.js';
-import type { Exec } from '../hypervisor/libvirt/exec.js';
+import type { Exec } from '../util/exec.js';
 
 export interface BaseCacheDeps {
   imagesDir: string;
@@ -18,7 +18,8 @@ export interface BaseCacheDeps {
 
 export function baseDigest(baseVersion: string): string {
   const hex = baseVersion.replace(/^sha256:/, '');
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new ConfigError(`base version ${JSON.stringify(baseVersion)} is not a sha256 digest`);
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new ConfigError(`base version ${JSON.stringify(baseVersion)} is not a sha256 digest`);
   return hex;
 }
 
@@ -53,7 +54,9 @@ export async function ensureBaseImage(profile: CompiledProfile, deps: BaseCacheD
   // The view was compiled earlier; caching changed bytes under the old digest would poison the cache.
   const actual = await sha256File(source);
   if (actual !== expected) {
-    throw new TransientError(`profile ${profile.name}: base ${source} changed since the view was compiled (sha256:${actual})`);
+    throw new TransientError(
+      `profile ${profile.name}: base ${source} changed since the view was compiled (sha256:${actual})`,
+    );
   }
 
   await mkdir(path.dirname(target), { recursive: true });

@@ -4,14 +4,17 @@ import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
 import { createdAt, newestFirst } from './gen-time.js';
 import { planRunners } from './runners.js';
-import type { Action, Plan, PlanInput, Policy, Wait } from './types.js';
+import type { Action, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
 
 /**
  * The pure heart of corral: from the desired profiles and the observed guests, the actions that
- * converge them. No I/O; the same input always gives the same plan.
+ * converge them, the waits that hold a profile back, and when to look again with no outside event
+ * (docs/design.md, "The planner"). No I/O, and the input is never changed: the same input always
+ * gives the same plan.
  */
 export function plan(input: PlanInput): Plan {
-  const { profiles, observed, now, policy } = input;
+  const { profiles, observed, now, policy, facts } = input;
+  const ctx: Ctx = { now, policy, facts, wakes: [] };
   const byProfile = new Map<string, ObservedGuest[]>();
   for (const guest of observed.guests) {
     const list = byProfile.get(guest.profile) ?? [];
@@ -23,29 +26,51 @@ export function plan(input: PlanInput): Plan {
   // A guest we did not create may sit on a name we would give a runner: never create over it.
   const taken = new Set(observed.unrecognized.map((u) => u.name));
   for (const profile of profiles) {
-    const result = planProfile(profile, byProfile.get(profile.name) ?? [], now, policy, taken);
+    const result = planProfile(profile, byProfile.get(profile.name) ?? [], ctx, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
     byProfile.delete(profile.name);
   }
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
-    actions.push(...planRemoved(name, guests, policy));
+    actions.push(...planRemoved(name, guests, facts));
   }
   const unrecognized = observed.unrecognized.map((u) =>
     parseName(policy.prefix, u.name)
       ? { ...u, reason: `${u.reason}; it holds a name corral would use, so corral skips that name` }
       : u,
   );
-  return { actions, waits, unrecognized };
+  for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
+  for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
+  const requeue = earliest(ctx.wakes, now);
+  return { actions, waits, unrecognized, ...(requeue ? { requeue } : {}) };
+}
+
+interface Ctx {
+  now: Date;
+  policy: Policy;
+  facts: Facts;
+  /** Times at which the answer changes by itself, collected while planning. */
+  wakes: Requeue[];
+}
+
+/** The first wake-up strictly after now. */
+function earliest(wakes: Requeue[], now: Date): Requeue | undefined {
+  let best: Requeue | undefined;
+  for (const w of wakes) {
+    const t = Date.parse(w.at);
+    if (Number.isNaN(t) || t <= now.getTime()) continue;
+    if (!best || t < Date.parse(best.at)) best = w;
+  }
+  return best;
 }
 
 function planProfile(
   profile: CompiledProfile,
   guests: ObservedGuest[],
-  now: Date,
-  policy: Policy,
+  ctx: Ctx,
   taken: ReadonlySet<string>,
 ): { actions: Action[]; waits: Wait[] } {
+  const { now, policy, facts } = ctx;
   const actions: Action[] = [];
   const waits: Wait[] = [];
   const base = { profile: profile.name };
@@ -53,7 +78,7 @@ function planProfile(
   let inFlight: ObservedGuest | undefined;
 
   for (const rebuild of guests.filter((g) => g.role === 'rebuild').sort(newestFirst)) {
-    if (isInFlight(rebuild, policy)) {
+    if (isInFlight(rebuild, facts)) {
       inFlight ??= rebuild;
       continue;
     }
@@ -67,7 +92,7 @@ function planProfile(
         template,
         reason: 'orphaned rebuild finished successfully',
       });
-      templates.unshift({ ...rebuild, role: 'template', name: template });
+      templates.push({ ...rebuild, role: 'template', name: template });
       continue;
     }
     const why =
@@ -80,6 +105,7 @@ function planProfile(
             : 'rebuild stopped without a verdict';
     actions.push({ ...base, action: 'discard', guest: rebuild.name, reason: why });
   }
+  // A copy: the observation handed in is never reordered or changed.
   templates.sort(newestFirst);
 
   const current = templates.filter((t) => t.meta.inputsHash === profile.inputsHash);
@@ -93,23 +119,41 @@ function planProfile(
     : maxAge !== undefined && ageSeconds > maxAge
       ? `template ${newest.gen} is ${formatDuration(ageSeconds)} old (rebuild.maxAge ${formatDuration(maxAge)})`
       : undefined;
+  if (newest && maxAge !== undefined && !needReason) {
+    // The template turns too old by itself: look again just after that moment.
+    const at = new Date(createdAt(newest).getTime() + maxAge * 1000 + 1).toISOString();
+    ctx.wakes.push({ at, reason: `${profile.name}: template ${newest.gen} reaches rebuild.maxAge` });
+  }
 
   // Queued in this process but not defined yet: invisible to observation, yet already on its way.
   const queued = inFlight
     ? undefined
-    : [...(policy.inFlight ?? [])].find((n) => parseName(policy.prefix, n)?.profile === profile.name);
+    : (facts.inFlight ?? []).find((n) => parseName(policy.prefix, n)?.profile === profile.name);
   if (queued) {
-    waits.push({ ...base, reason: `build ${queued} queued or starting` });
+    waits.push({ ...base, kind: 'build-queued', reason: `build ${queued} queued or starting` });
   } else if (inFlight) {
+    const started = createdAt(inFlight).getTime();
     waits.push({
       ...base,
-      reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - createdAt(inFlight).getTime()) / 1000)}`,
+      kind: 'build-in-flight',
+      // Its provision.timeout deadline: the build is judged by then at the latest.
+      until: new Date(started + profile.provision.timeoutSeconds * 1000).toISOString(),
+      reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - started) / 1000)}`,
     });
   } else if (needReason) {
-    const backoff = policy.backoff[profile.name];
-    if (backoff && Date.parse(backoff.until) > now.getTime()) {
+    const backoff = facts.backoff[profile.name];
+    const configError = facts.configErrors?.[profile.name];
+    if (configError?.inputsHash === profile.inputsHash) {
       waits.push({
         ...base,
+        kind: 'config-error',
+        reason: `${needReason}; the last build failed on a configuration error, so none starts until the profile changes: ${configError.error}`,
+      });
+    } else if (backoff && Date.parse(backoff.until) > now.getTime()) {
+      waits.push({
+        ...base,
+        kind: 'build-backoff',
+        until: backoff.until,
         reason: `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
       });
     } else {
@@ -129,9 +173,11 @@ function planProfile(
   // Runners follow the newest current template, or the newest template at all while a rebuild is pending.
   const serving = newest ?? templates[0];
   const runners = guests.filter((g) => g.role === 'runner');
-  const runnerPlan = planRunners(profile, runners, serving, policy, taken);
+  const runnerPlan = planRunners(profile, runners, serving, ctx, taken);
   actions.push(...runnerPlan.actions);
-  if (!serving && profile.runners > 0) waits.push({ ...base, reason: 'runners wait for the first template' });
+  waits.push(...runnerPlan.waits);
+  if (!serving && profile.runners > 0)
+    waits.push({ ...base, kind: 'no-template', reason: 'runners wait for the first template' });
 
   const keep = new Set(templates.slice(0, policy.keepTemplates).map((t) => t.name));
   if (serving) keep.add(serving.name);
@@ -148,12 +194,12 @@ function planProfile(
 }
 
 /** Guests of a profile that no source declares any more (removed or masked). */
-function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Action[] {
+function planRemoved(name: string, guests: ObservedGuest[], facts: Facts): Action[] {
   const actions: Action[] = [];
   const reason = 'profile no longer declared by any source (removed or masked)';
   for (const g of guests) {
     if (g.role === 'runner') actions.push({ profile: name, action: 'destroy-runner', guest: g.name, reason });
-    else if (g.role === 'rebuild' && !isInFlight(g, policy)) {
+    else if (g.role === 'rebuild' && !isInFlight(g, facts)) {
       actions.push({ profile: name, action: 'discard', guest: g.name, reason });
     }
   }
@@ -163,7 +209,7 @@ function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Act
   return actions;
 }
 
-function isInFlight(rebuild: ObservedGuest, policy: Policy): boolean {
-  if (policy.ownerToken === undefined || rebuild.meta.owner !== policy.ownerToken) return false;
-  return policy.inFlight ? policy.inFlight.has(rebuild.name) : true;
+function isInFlight(rebuild: ObservedGuest, facts: Facts): boolean {
+  if (facts.ownerToken === undefined || rebuild.meta.owner !== facts.ownerToken) return false;
+  return facts.inFlight ? facts.inFlight.includes(rebuild.name) : true;
 }

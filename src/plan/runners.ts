@@ -1,10 +1,11 @@
 import type { ObservedGuest } from '../hypervisor/hypervisor.js';
 import { runnerName } from '../hypervisor/names.js';
 import type { CompiledProfile } from '../sources/view.js';
-import type { Action, Policy } from './types.js';
+import type { Action, Facts, Policy, Wait } from './types.js';
 
 export interface RunnerPlan {
   actions: Action[];
+  waits: Wait[];
   /** Template generations that runners still use after this plan (replaced runners count until gone). */
   remainingGens: Set<string>;
 }
@@ -18,11 +19,15 @@ export function planRunners(
   profile: CompiledProfile,
   runners: ObservedGuest[],
   serving: ObservedGuest | undefined,
-  policy: Policy,
+  ctx: { now: Date; policy: Policy; facts: Facts },
   /** Names held by guests corral does not recognise: skipped, never created over. */
   taken: ReadonlySet<string> = new Set(),
 ): RunnerPlan {
+  const { policy } = ctx;
   const actions: Action[] = [];
+  const waits: Wait[] = [];
+  const crashBackoff = ctx.facts.runnerBackoff[profile.name];
+  const holdCrashed = crashBackoff !== undefined && Date.parse(crashBackoff.until) > ctx.now.getTime();
   const remainingGens = new Set<string>();
   const base = { profile: profile.name };
   const used = new Set(runners.map((r) => r.index ?? 0));
@@ -63,8 +68,20 @@ export function planRunners(
       });
       continue;
     }
+    const crashed = r.state === 'crashed';
+    if (crashed && holdCrashed) {
+      // A runner that dies on every boot would otherwise be replaced on every event: wait out the back-off.
+      waits.push({
+        ...base,
+        kind: 'runner-backoff',
+        until: crashBackoff.until,
+        reason: `${r.name} crashed; runners of this profile crashed ${crashBackoff.failures} time(s) in a row, so it is replaced at ${crashBackoff.until} (last: ${crashBackoff.lastError})`,
+      });
+      remainingGens.add(r.meta.gen);
+      continue;
+    }
     // Ephemeral: a runner that shut off has done its job; its slot is already empty, so destroy first and reuse the name.
-    const reason = r.state === 'crashed' ? 'runner crashed' : 'runner shut off (job done)';
+    const reason = crashed ? 'runner crashed' : 'runner shut off (job done)';
     actions.push({
       ...base,
       action: 'replace-runner',
@@ -74,6 +91,7 @@ export function planRunners(
       templateHash: serving.meta.inputsHash,
       createFirst: false,
       reason,
+      ...(crashed ? { crashed: true as const } : {}),
     });
     remainingGens.add(serving.gen ?? '');
   }
@@ -109,5 +127,5 @@ export function planRunners(
       reason: `on template ${r.meta.gen}; live is ${serving.gen}`,
     });
   }
-  return { actions, remainingGens };
+  return { actions, waits, remainingGens };
 }

@@ -28,7 +28,7 @@ export class FileDigests {
   }
 }
 
-/** Adds the inputs list, base version and build inputs hash (DESIGN.md §1) to a profile. */
+/** Adds the inputs list, base version and build inputs hash (docs/design.md, "Concepts and naming") to a profile. */
 export async function hashInputs(profile: ReadProfile, digests: FileDigests): Promise<CompiledProfile> {
   const rel = (p: string) => relative(profile.dir, p);
   const inputs: InputFile[] = [];

@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 import type { Problem } from '../errors.js';
 import { readYamlMapping } from '../config/read-yaml.js';
 import { schemaProblems, type Validators } from '../config/schema.js';
-import { PROFILE_NAME } from '../hypervisor/names.js';
+import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
 import type { CompiledProfile, GuestSpec } from './view.js';

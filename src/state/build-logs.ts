@@ -25,6 +25,7 @@ export class FailedBuildLogs {
   private async prune(profile: string): Promise<void> {
     // Names sort by generation (a UTC timestamp), so the oldest come first.
     const mine = (await readdir(this.dir)).filter((n) => n.includes(`-rebuild-${profile}@`)).sort();
-    for (const name of mine.slice(0, Math.max(0, mine.length - this.keep))) await rm(join(this.dir, name), { force: true });
+    for (const name of mine.slice(0, Math.max(0, mine.length - this.keep)))
+      await rm(join(this.dir, name), { force: true });
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The whole lifecycle through the real `corral` binary against a real, isolated libvirtd booting
- * real TCG guests (DESIGN.md §7). Scenarios run in order on one host, as an operator would meet them.
+ * real TCG guests (docs/design.md, "Tests"). Scenarios run in order on one host, as an operator would meet them.
  */
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, TransientError } from '../../src/errors.js';
-import { execaExec } from '../../src/hypervisor/libvirt/exec.js';
+import { execaExec } from '../../src/util/exec.js';
 import { ensureBaseImage } from '../../src/images/base-cache.js';
 import type { BaseSpec, CompiledProfile } from '../../src/sources/view.js';
 
@@ -17,12 +17,26 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const digest = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex');
+const digest = async (file: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 
 function profileFor(base: BaseSpec, baseVersion: string): CompiledProfile {
   return {
-    name: 'p', source: 's', dir, file: path.join(dir, 'profile.yaml'), runners: 0, base, baseVersion,
-    guest: { cpus: 1, memoryMiB: 64 }, provision: { dir, entry: 'x', timeoutSeconds: 1 }, rebuild: {}, labels: {}, inputs: [], inputsHash: 'sha256:0',
+    name: 'p',
+    source: 's',
+    dir,
+    file: path.join(dir, 'profile.yaml'),
+    runners: 0,
+    base,
+    baseVersion,
+    guest: { cpus: 1, memoryMiB: 64 },
+    provision: { dir, entry: 'x', timeoutSeconds: 1 },
+    rebuild: {},
+    labels: {},
+    inputs: [],
+    inputsHash: 'sha256:0',
   };
 }
 
@@ -48,7 +62,10 @@ describe('ensureBaseImage', () => {
     const q = path.join(dir, 'base.qcow2');
     await execaExec('qemu-img', ['create', '-q', '-f', 'qcow2', q, '4M']);
     const hex = await digest(q);
-    const cached = await ensureBaseImage(profileFor({ kind: 'file', file: q }, `sha256:${hex}`), { imagesDir: path.join(dir, 'images'), exec: execaExec });
+    const cached = await ensureBaseImage(profileFor({ kind: 'file', file: q }, `sha256:${hex}`), {
+      imagesDir: path.join(dir, 'images'),
+      exec: execaExec,
+    });
     expect(await digest(cached)).toBe(hex);
   });
 
@@ -56,7 +73,11 @@ describe('ensureBaseImage', () => {
     const f = path.join(dir, 'changed.raw');
     await writeFile(f, 'new bytes');
     const deps = { imagesDir: path.join(dir, 'images'), exec: execaExec };
-    await expect(ensureBaseImage(profileFor({ kind: 'file', file: f }, `sha256:${'0'.repeat(64)}`), deps)).rejects.toBeInstanceOf(TransientError);
-    await expect(ensureBaseImage(profileFor({ kind: 'oci', ref: 'x' }, `sha256:${'0'.repeat(64)}`), deps)).rejects.toBeInstanceOf(ConfigError);
+    await expect(
+      ensureBaseImage(profileFor({ kind: 'file', file: f }, `sha256:${'0'.repeat(64)}`), deps),
+    ).rejects.toBeInstanceOf(TransientError);
+    await expect(
+      ensureBaseImage(profileFor({ kind: 'oci', ref: 'x' }, `sha256:${'0'.repeat(64)}`), deps),
+    ).rejects.toBeInstanceOf(ConfigError);
   });
 });

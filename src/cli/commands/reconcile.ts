@@ -1,12 +1,13 @@
 import { ConfigError, formatProblem } from '../../errors.js';
-import { converge } from '../../apply/pass.js';
+import { converge } from '../../reconcile/pass.js';
+import { formatRequeue } from '../../plan/format.js';
 import { FileDigests } from '../../sources/inputs.js';
 import { acquireLock } from '../../state/lock.js';
-import { refreshView } from '../../state/refresh-view.js';
+import { refreshView } from '../../reconcile/refresh-view.js';
 import { EXIT, type Command } from '../command.js';
 import { parseName } from '../../hypervisor/names.js';
 import { oneLine } from '../../util/escape.js';
-import { openRuntime } from '../runtime.js';
+import { absentSourcesOf, openRuntime } from '../../reconcile/runtime.js';
 import { planCommand } from './plan.js';
 
 export const reconcileCommand: Command = {
@@ -54,20 +55,23 @@ export const reconcileCommand: Command = {
       }
       const view = refreshed.view!;
       const runtime = await openRuntime(ctx);
-      const result = await converge(view, {
-        config: ctx.config,
-        log: ctx.log,
-        ownerToken: lock.holder.token,
-        inFlight: new Set(),
-        stopping,
-        ...runtime,
-      });
+      const result = await converge(
+        view,
+        {
+          config: ctx.config,
+          log: ctx.log,
+          ownerToken: lock.holder.token,
+          stopping,
+          ...runtime,
+        },
+        { absentSources: absentSourcesOf(refreshed.absence.holding) },
+      );
       const failed = result.results.filter((r) => !r.ok);
       // A guest corral did not create sits on a name it needs: say so with a failing exit, every run, until removed.
       const squatters = result.last.unrecognized.filter((u) => parseName(ctx.config.prefix, u.name));
       if (ctx.json) {
         ctx.io.out(
-          `${JSON.stringify({ ok: refreshed.ok && squatters.length === 0, generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
+          `${JSON.stringify({ ok: refreshed.ok && squatters.length === 0, generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, requeueAt: result.last.requeue?.at ?? null, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
         );
       } else {
         for (const r of result.results)
@@ -76,6 +80,8 @@ export const reconcileCommand: Command = {
           );
         for (const w of result.last.waits) ctx.io.out(`waiting ${w.profile}: ${w.reason}\n`);
         for (const u of result.last.unrecognized) ctx.io.out(`? ${oneLine(u.name)}: ${u.reason} (left alone)\n`);
+        if (result.last.requeue)
+          ctx.io.out(`next: ${formatRequeue(result.last.requeue, ctx.now())} (${result.last.requeue.reason})\n`);
         ctx.io.out(
           `generation ${view.generation}: ${result.results.length} action(s) in ${result.passes} pass(es), ${failed.length} failed\n`,
         );

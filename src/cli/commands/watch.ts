@@ -3,7 +3,7 @@ import { findConfigFile, loadHostConfig, type HostConfig } from '../../config/ho
 import { acquireLock } from '../../state/lock.js';
 import { parseDuration } from '../../util/duration.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
-import { openRuntime } from '../runtime.js';
+import { openRuntime } from '../../reconcile/runtime.js';
 
 export const watchCommand: Command = {
   name: 'watch',

@@ -5,21 +5,32 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
+import type {
+  BuildCheck,
+  BuildRequest,
+  GuestEventSink,
+  GuestEventStream,
+  GuestMeta,
+  Hypervisor,
+  Observation,
+  RunnerRequest,
+} from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { ensureBaseImage } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest } from './destroy.js';
 import { rootDiskOf } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
-import { execaExec, type Exec } from './exec.js';
+import { execaExec, type Exec } from '../../util/exec.js';
+import { VirshEventStream } from './events.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
 import { createOverlay } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildSeedIso } from './seed.js';
 import { parseDomstate, verdictFor } from './status.js';
-import { createVirsh, isNoDomain, type Virsh } from './virsh.js';
+import { createVirsh, guestError, isNoDomain, type Virsh } from './virsh.js';
+import { GuestExistsError } from '../../errors.js';
 
 export interface LibvirtDeps {
   /** e.g. `qemu:///system`, or a sandbox's `qemu+unix:///system?socket=…`. */
@@ -41,6 +52,7 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly domainType: string;
+  private readonly uri: string;
   /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
   private readonly metaMemo = new Map<string, GuestMeta>();
   /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
@@ -53,6 +65,11 @@ export class LibvirtHypervisor implements Hypervisor {
     this.prefix = deps.prefix;
     this.log = deps.log.child({ hypervisor: 'libvirt' });
     this.domainType = deps.domainType ?? 'qemu';
+    this.uri = deps.uri;
+  }
+
+  watchEvents(sink: GuestEventSink): GuestEventStream {
+    return new VirshEventStream({ uri: this.uri, log: this.log }, sink);
   }
 
   observe(): Promise<Observation> {
@@ -63,7 +80,7 @@ export class LibvirtHypervisor implements Hypervisor {
     const parsed = parseName(this.prefix, req.name);
     if (parsed?.role !== 'rebuild') throw new Error(`${req.name} is not a rebuild guest name`);
     // Its files are named by profile@gen: writing them for a guest that exists would wreck it.
-    if (await this.exists(req.name)) throw new Error(`cannot start build ${req.name}: a guest of that name exists`);
+    if (await this.exists(req.name)) throw new GuestExistsError(req.name);
     const log = this.log.child({ guest: req.name, profile: req.profile.name });
     const l = this.layout;
     await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
@@ -83,7 +100,9 @@ export class LibvirtHypervisor implements Hypervisor {
         ...boot,
         domainType: this.domainType,
       };
-      await this.virsh.define(await rebuildDomainXml(input));
+      await this.virsh.define(await rebuildDomainXml(input)).catch((err: unknown) => {
+        throw guestError(req.name, err);
+      });
     } catch (err) {
       // Nothing refers to these files until the guest is defined, so no later pass would remove them.
       const stem = files.disk.replace(/\.qcow2$/, '');
@@ -93,7 +112,9 @@ export class LibvirtHypervisor implements Hypervisor {
       throw err;
     }
     // From here on a failure leaves a defined rebuild guest without verdict: the next pass discards it.
-    await this.virsh.run(['start', req.name]);
+    await this.virsh.run(['start', req.name]).catch((err: unknown) => {
+      throw guestError(req.name, err);
+    });
     log.info({ disk: files.disk, base }, 'rebuild guest started');
   }
 
@@ -140,7 +161,9 @@ export class LibvirtHypervisor implements Hypervisor {
     if (from?.role !== 'rebuild' || to?.role !== 'template' || from.profile !== to.profile || from.gen !== to.gen) {
       throw new Error(`cannot promote ${rebuild} to ${template}: not a rebuild and its own template name`);
     }
-    await this.virsh.run(['domrename', rebuild, template]);
+    await this.virsh.run(['domrename', rebuild, template]).catch((err: unknown) => {
+      throw guestError(isNoDomain(err) ? rebuild : template, err);
+    });
     this.log.info({ guest: template, from: rebuild }, 'promoted');
   }
 
@@ -165,20 +188,24 @@ export class LibvirtHypervisor implements Hypervisor {
         if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
         throw overlay.reason;
       }
-      if (defined.status === 'rejected') throw defined.reason;
+      if (defined.status === 'rejected') throw guestError(req.name, defined.reason);
       await rename(tmpDisk, files.disk);
     } finally {
       await rm(tmpDisk, { force: true });
     }
     await writeFile(files.status, '');
-    await this.virsh.run(['start', req.name]);
+    await this.virsh.run(['start', req.name]).catch((err: unknown) => {
+      throw guestError(req.name, err);
+    });
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }
 
   private async templateDomainXml(template: string): Promise<string> {
     const known = this.templateXml.get(template);
     if (known) return known;
-    const xml = await this.virsh.run(['dumpxml', '--inactive', template]);
+    const xml = await this.virsh.run(['dumpxml', '--inactive', template]).catch((err: unknown) => {
+      throw guestError(template, err);
+    });
     this.templateXml.set(template, xml);
     return xml;
   }
