@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { runPass } from '../src/reconcile/pass.js';
 import { createLibvirtHypervisor } from '../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../src/util/exec.js';
+import { execaExec, type Exec } from '../src/exec/exec.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../src/hypervisor/names.js';
 import type { HostConfig } from '../src/config/host-config.js';
 import { BackoffStore } from '../src/state/backoff-store.js';

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { ConfigError, TransientError } from '../errors.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { sha256File } from '../util/hash.js';
-import type { Exec } from '../util/exec.js';
+import type { Exec } from '../exec/exec.js';
 
 export interface BaseCacheDeps {
   imagesDir: string;

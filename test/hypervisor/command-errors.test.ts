@@ -14,7 +14,7 @@ import { createOverlay } from '../../src/hypervisor/libvirt/qcow2.js';
 import { createVirsh } from '../../src/hypervisor/libvirt/virsh.js';
 import { MemoryHypervisor } from '../../src/hypervisor/memory/memory-hypervisor.js';
 import { rebuildName, templateName } from '../../src/hypervisor/names.js';
-import { execaExec } from '../../src/util/exec.js';
+import { execaExec } from '../../src/exec/exec.js';
 import { aProfile, genAt, NOW } from '../builders/guests.js';
 
 let bin: string;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, TransientError } from '../../src/errors.js';
-import { execaExec } from '../../src/util/exec.js';
+import { execaExec } from '../../src/exec/exec.js';
 import { ensureBaseImage } from '../../src/images/base-cache.js';
 import type { BaseSpec, CompiledProfile } from '../../src/sources/view.js';
 

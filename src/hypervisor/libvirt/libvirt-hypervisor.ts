@@ -21,7 +21,7 @@ import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest } from './destroy.js';
 import { rootDiskOf } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
-import { execaExec, type Exec } from '../../util/exec.js';
+import { execaExec, type Exec } from '../../exec/exec.js';
 import { VirshEventStream } from './events.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';

@@ -4,7 +4,7 @@
  */
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import type { Exec } from '../../util/exec.js';
+import type { Exec } from '../../exec/exec.js';
 
 export async function createOverlay(exec: Exec, backing: string, target: string): Promise<void> {
   await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, target]);

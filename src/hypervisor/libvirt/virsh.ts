@@ -8,7 +8,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CommandError, GuestExistsError, NoSuchGuestError, TransientError } from '../../errors.js';
-import type { Exec } from '../../util/exec.js';
+import type { Exec } from '../../exec/exec.js';
 
 export interface BatchResult {
   out: string[];

@@ -14,7 +14,7 @@ import type { Hypervisor, Verdict } from '../../../src/hypervisor/hypervisor.js'
 import { makeGen, rebuildName, runnerName, templateName } from '../../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../../src/sources/view.js';
 import { createLibvirtHypervisor } from '../../../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../../../src/util/exec.js';
+import { execaExec, type Exec } from '../../../src/exec/exec.js';
 
 const PREFIX = 'ci';
 const log = pino({ level: process.env['CORRAL_TEST_LOG'] ?? 'silent' });

@@ -14,7 +14,7 @@ import type { Hypervisor } from '../../../src/hypervisor/hypervisor.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../../src/sources/view.js';
 import { createLibvirtHypervisor } from '../../../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../../../src/util/exec.js';
+import { execaExec, type Exec } from '../../../src/exec/exec.js';
 import { createVirsh, type Virsh } from '../../../src/hypervisor/libvirt/virsh.js';
 import { parseDomainXml } from '../../../src/hypervisor/libvirt/domain-xml.js';
 import { readMeta } from '../../../src/hypervisor/libvirt/metadata.js';
