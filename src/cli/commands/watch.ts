@@ -7,10 +7,11 @@ import { openRuntime } from '../../reconcile/runtime.js';
 
 export const watchCommand: Command = {
   name: 'watch',
-  summary: 'Long-running reconciler: re-reads the sources when they change (and every resync interval) and converges.',
+  summary:
+    'Long-running reconciler: a pass when the sources change, when one of its guests starts, stops or crashes, when the last plan asked to look again (a back-off expiry, say), and every resync interval.',
   usage: 'corral watch [--wait] [--debounce MS]',
   optionsHelp: `  --wait               wait for the state-dir lock instead of exiting with code 75
-  --debounce MS        quiet time after the last file event before a pass (default: the config's
+  --debounce MS        quiet time after the last file or guest event before a pass (default: the config's
                        watch.debounce, else 300 ms); also takes 500ms, 2s
 
 Signals: SIGHUP reloads the host config and resyncs; SIGTERM/SIGINT stop taking new work, let
