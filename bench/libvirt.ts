@@ -10,7 +10,7 @@ import type { HostConfig } from '../src/config/host-config.js';
 import { BackoffStore } from '../src/state/backoff-store.js';
 import { EventLog } from '../src/state/events.js';
 import { startLibvirtd } from '../test/harness/libvirtd.js';
-import { ensureTinyBuilt, tinyProfile } from '../test/harness/tiny-profile.js';
+import { cachedBase, ensureTinyBuilt, tinyProfile } from '../test/harness/tiny-profile.js';
 import { metaFor } from '../test/harness/guests.js';
 import { median, timeMs, type BenchResult } from './types.js';
 
@@ -33,7 +33,8 @@ export async function benchLibvirt(): Promise<BenchResult[]> {
     const hv = createLibvirtHypervisor({ uri: daemon.uri, prefix: 'ci', imagesDir: join(work, 'images'), log, exec });
     const tiny = { ...(await tinyProfile()), runners: 19 };
     const gen = makeGen(new Date(), tiny.inputsHash);
-    await hv.startBuild({ name: rebuildName('ci', 'tiny', gen), profile: tiny, meta: metaFor(tiny, gen) });
+    const baseImage = await cachedBase(tiny, join(work, 'images'));
+    await hv.startBuild({ name: rebuildName('ci', 'tiny', gen), profile: tiny, meta: metaFor(tiny, gen), baseImage });
     for (;;) {
       const check = await hv.checkBuild(rebuildName('ci', 'tiny', gen));
       if (check.done) {

@@ -6,8 +6,11 @@ import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { BackoffStore } from '../state/backoff-store.js';
 import type { EventLog } from '../state/events.js';
-import type { FailedBuildLogs } from '../state/build-logs.js';
-import { runBuild, type BuildDeps } from './run-build.js';
+import type { BaseCache } from '../images/base-cache.js';
+import type { DiskFloor } from '../images/floor.js';
+import type { BuildRecords } from '../state/build-records.js';
+import { buildTemplate, recordOrphan } from './build-template.js';
+import type { BuildDeps } from './run-build.js';
 
 export interface ApplyDeps extends BuildDeps {
   hypervisor: Hypervisor;
@@ -16,8 +19,16 @@ export interface ApplyDeps extends BuildDeps {
   backoff: BackoffStore;
   /** Per-profile back-off after runners crashed. */
   runnerBackoff: BackoffStore;
-  /** Keeps the console log of failed builds (their guest and disks are destroyed). */
-  failedLogs?: FailedBuildLogs;
+  /** Fetches each build's base into the content-addressed cache (absent: builds get no base file). */
+  bases?: BaseCache;
+  /** Provenance: a manifest and console log per build (absent: nothing is recorded). */
+  records?: BuildRecords;
+  /** The imagesDir free-space floor, checked before every build. */
+  floor?: DiskFloor;
+  /** `--keep-failed`: set failed rebuilds aside instead of destroying them. */
+  keepFailed?: boolean;
+  /** The compiled generation being applied, for the manifests. */
+  generation?: number;
   profiles: ReadonlyMap<string, CompiledProfile>;
   concurrency: Readonly<{ builds: number; clones: number }>;
   /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
@@ -120,26 +131,14 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   const hv = deps.hypervisor;
   const profile = deps.profiles.get(action.profile);
   switch (action.action) {
-    case 'build': {
+    case 'build':
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      const result = await runBuild(profile, action.guest, action.gen, deps);
-      if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
-      if (result.verdict.ok) {
-        await hv.promote(action.guest, action.template);
-        await deps.backoff.recordSuccess(action.profile);
-        return undefined;
-      }
-      // The live template is never touched: only the failed rebuild and its disks go.
-      const log = await keepConsoleLog(action, deps);
-      await hv.destroy(action.guest);
-      const entry = await deps.backoff.recordFailure(action.profile, result.verdict.reason, deps.clock());
-      deps.log.warn({ failures: entry.failures, until: entry.until }, 'backing off');
-      return `${result.verdict.reason}${log ? ` (console log: ${log})` : ''}`;
-    }
+      return buildTemplate(action, profile, deps);
     case 'promote':
-      return void (await hv.promote(action.guest, action.template));
+      await hv.promote(action.guest, action.template);
+      return void (await recordOrphan(action, 'ok', deps));
     case 'discard':
-      await keepConsoleLog(action, deps);
+      await recordOrphan(action, 'failed', deps);
       return void (await hv.destroy(action.guest));
     case 'destroy-runner':
     case 'retire-template':
@@ -183,15 +182,4 @@ async function createRunner(
       createdAt: deps.clock().toISOString(),
     },
   });
-}
-
-async function keepConsoleLog(action: Action, deps: ApplyDeps): Promise<string | undefined> {
-  if (!deps.failedLogs) return undefined;
-  try {
-    const text = await deps.hypervisor.consoleLog(action.guest);
-    return text === undefined ? undefined : await deps.failedLogs.save(action.profile, action.guest, text);
-  } catch (error) {
-    deps.log.warn({ error: (error as Error).message }, 'could not keep the console log of a failed build');
-    return undefined;
-  }
 }

@@ -19,6 +19,8 @@ export interface GuestMeta {
   createdAt: string;
   /** Lock token of the process that started a rebuild; a rebuild whose owner no longer holds the lock is an orphan. */
   owner?: string;
+  /** `sha256:<hex>` identity digest of the build's provenance manifest (docs/images.md). */
+  manifest?: string;
 }
 
 export type Verdict = { ok: true } | { ok: false; reason: string };
@@ -51,6 +53,8 @@ export interface BuildRequest {
   name: string;
   profile: CompiledProfile;
   meta: GuestMeta;
+  /** The cached base image (a standalone qcow2) the build's disk overlays. */
+  baseImage: string;
 }
 
 export type BuildCheck = { done: false } | { done: true; verdict: Verdict };
@@ -109,4 +113,13 @@ export interface Hypervisor {
    * the resync timer looks again.
    */
   watchEvents(sink: GuestEventSink): GuestEventStream;
+  /** Renames a finished, failed rebuild out of the way (`--keep-failed`), stopping it first; never promoted. */
+  setAside(rebuild: string, failed: string): Promise<void>;
+  /** The guest's root disk and every image under it, top first ([] when unknown). */
+  diskChain(name: string): Promise<string[]>;
+  /**
+   * Every file any defined guest uses, ours or not, following every disk's backing chain: what
+   * garbage collection must never remove.
+   */
+  filesInUse(): Promise<Set<string>>;
 }

@@ -129,6 +129,16 @@ function planProfile(
   const queued = inFlight
     ? undefined
     : (facts.inFlight ?? []).find((n) => parseName(policy.prefix, n)?.profile === profile.name);
+  const unresolved = facts.unresolvedBases?.[profile.name];
+  if (unresolved) {
+    // Transient: whatever runs keeps running on the template it has; the resolver tries again at retryAt.
+    waits.push({
+      ...base,
+      kind: 'base-unresolved',
+      until: unresolved.retryAt,
+      reason: `base not resolved: ${unresolved.reason}; live template and runners kept`,
+    });
+  }
   if (queued) {
     waits.push({ ...base, kind: 'build-queued', reason: `build ${queued} queued or starting` });
   } else if (inFlight) {
@@ -140,7 +150,7 @@ function planProfile(
       until: new Date(started + profile.provision.timeoutSeconds * 1000).toISOString(),
       reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - started) / 1000)}`,
     });
-  } else if (needReason) {
+  } else if (needReason && !unresolved) {
     const backoff = facts.backoff[profile.name];
     const configError = facts.configErrors?.[profile.name];
     if (configError?.inputsHash === profile.inputsHash) {

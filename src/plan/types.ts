@@ -45,6 +45,11 @@ export interface Facts {
    * of the sources changes the hash and lifts it.
    */
   readonly configErrors?: Readonly<Record<string, Readonly<{ inputsHash: string; error: string }>>>;
+  /**
+   * Profiles whose base version could not be resolved this pass (docs/images.md, "Resolve"): no
+   * build starts for them, their live template and runners stay; `retryAt` is when to look again.
+   */
+  readonly unresolvedBases?: Readonly<Record<string, Readonly<{ reason: string; retryAt: string }>>>;
 }
 
 export interface PlanInput {
@@ -85,7 +90,7 @@ export type ActionKind = Action['action'];
  * `until` is when the wait ends by itself (no outside event needed); absent when only an event ends it.
  */
 export type Wait = { profile: string; reason: string; until?: string } & (
-  | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight'; until: string }
+  | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved'; until: string }
   | { kind: 'build-queued' | 'no-template' | 'config-error' }
 );
 

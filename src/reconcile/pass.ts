@@ -7,7 +7,8 @@ import type { HostConfig } from '../config/host-config.js';
 import type { Observation } from '../hypervisor/hypervisor.js';
 import { plan } from '../plan/plan.js';
 import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
-import type { CompiledView } from '../sources/view.js';
+import type { BaseResolver, Resolution } from '../images/resolve.js';
+import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
 
 export const SURGE_FRACTION = 0.25;
@@ -15,6 +16,17 @@ export const SURGE_FRACTION = 0.25;
 /** What a pass needs: everything apply() does, less what the pass derives from the view and the config. */
 export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
   config: HostConfig;
+  /** Resolves base versions before planning (absent: the compiled versions are used as they are). */
+  resolver?: BaseResolver;
+  /**
+   * Garbage collection at the end of the pass, given the profiles as resolved, the builds in
+   * flight, and whether the pass changed anything (a no-op pass need not collect every time).
+   */
+  collect?: (
+    profiles: CompiledProfile[],
+    inFlight: ReadonlySet<string> | undefined,
+    changed: boolean,
+  ) => Promise<unknown>;
 }
 
 /** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
@@ -30,6 +42,8 @@ export interface PassContext {
 export interface PassResult {
   plan: Plan;
   observed: Observation;
+  /** The profiles with their base versions resolved, as planned. */
+  profiles: CompiledProfile[];
   results: ActionResult[];
   /** The builds this pass started; they finish in the background. */
   builds: StartedBuild[];
@@ -47,9 +61,13 @@ export function policyOf(config: HostConfig): Policy {
 /** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
 export async function observeAndPlan(
   view: CompiledView,
-  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken'>,
+  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver'>,
   context: PassContext = {},
-): Promise<{ plan: Plan; observed: Observation; facts: Facts }> {
+): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
+  // Before planning, never downloading: a checksum list's new line is a new base version.
+  const resolution: Resolution = deps.resolver
+    ? await deps.resolver.resolve(view.profiles)
+    : { profiles: view.profiles, unresolved: {} };
   const [observed, backoff, runnerBackoff] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
@@ -62,20 +80,32 @@ export async function observeAndPlan(
     runnerBackoff,
     absentSources: [...(context.absentSources ?? [])],
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
+    ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };
-  const input = { profiles: view.profiles, observed, now: deps.clock(), policy: policyOf(deps.config), facts };
-  return { plan: plan(input), observed, facts };
+  const profiles = resolution.profiles;
+  const input = { profiles, observed, now: deps.clock(), policy: policyOf(deps.config), facts };
+  return { plan: plan(input), observed, facts, profiles };
 }
 
 /** One level-triggered pass: recompute everything from what is observed now, then act. */
 export async function runPass(view: CompiledView, deps: PassDeps, context: PassContext = {}): Promise<PassResult> {
   const started = deps.clock().getTime();
-  const { plan: thePlan, observed } = await observeAndPlan(view, deps, context);
+  const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
   const applied = await apply(thePlan.actions, {
     ...deps,
-    profiles: new Map(view.profiles.map((p) => [p.name, p])),
+    profiles: new Map(profiles.map((p) => [p.name, p])),
     concurrency: deps.config.concurrency,
+    generation: view.generation,
   });
+  if (deps.collect) {
+    // Builds queued now or earlier keep their files: they may be between making them and defining the guest.
+    const inFlight = new Set([...(context.inFlight ?? []), ...applied.builds.map((b) => b.name)]);
+    await deps
+      .collect(profiles, inFlight, thePlan.actions.length > 0)
+      .catch((error: unknown) =>
+        deps.log.warn({ error: (error as Error).message }, 'garbage collection failed; the next pass tries again'),
+      );
+  }
   const counts: Record<string, number> = {};
   for (const a of thePlan.actions) counts[a.action] = (counts[a.action] ?? 0) + 1;
   deps.log.info(
@@ -90,7 +120,7 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
     },
     'pass done',
   );
-  return { plan: thePlan, observed, ...applied };
+  return { plan: thePlan, observed, profiles, ...applied };
 }
 
 /** Back-off between passes retried after transient failures (libvirtd restarting, a lock race). */

@@ -119,6 +119,15 @@ async function listGenerations(compiledDir: string): Promise<number[]> {
   return (await readdir(compiledDir)).filter((n) => /^\d+$/.test(n) && n.length < 16).map(Number);
 }
 
+/** Compiled generations beyond KEEP_GENERATIONS (the current one aside), for garbage collection. */
+export async function oldGenerations(stateDir: string): Promise<string[]> {
+  const compiledDir = join(stateDir, 'compiled');
+  const current = await currentGeneration(stateDir);
+  const all = await listGenerations(compiledDir).catch(() => [] as number[]);
+  const old = all.filter((g) => g !== current).sort((a, b) => b - a);
+  return old.slice(KEEP_GENERATIONS).map((g) => join(compiledDir, String(g)));
+}
+
 async function prune(compiledDir: string, current: number): Promise<void> {
   const old = (await listGenerations(compiledDir)).filter((g) => g !== current).sort((a, b) => b - a);
   for (const generation of old.slice(KEEP_GENERATIONS))

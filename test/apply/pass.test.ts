@@ -8,18 +8,27 @@ import { NOW, aProfile } from '../builders/guests.js';
 import { aView, memoryWorld } from '../builders/world.js';
 
 let stateDir: string;
+// Builds that hang poll until the file ends; stopping ends their loops.
+let stop = () => {};
+const stopping = new Promise<void>((resolve) => (stop = resolve));
 beforeAll(async () => (stateDir = await mkdtemp(join(tmpdir(), 'corral-pass-'))));
-afterAll(async () => rm(stateDir, { recursive: true, force: true }));
+afterAll(async () => {
+  stop();
+  await rm(stateDir, { recursive: true, force: true });
+});
 
 function world() {
   const profile = aProfile().runners(0).build();
   const w = memoryWorld({
     stateDir,
     clock: () => NOW,
+    // A real timer: a hanging build must not starve the event loop with a microtask-only poll.
+    sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     hypervisor: { outcome: () => 'hang' },
     config: { concurrency: { builds: 1, clones: 1 } },
     ownerToken: 'me',
   });
+  w.deps.stopping = stopping;
   return { profile, view: aView([profile]), ...w };
 }
 
@@ -36,7 +45,7 @@ describe('runPass', () => {
       createdAt: NOW.toISOString(),
       owner: 'me',
     };
-    await hypervisor.startBuild({ name, profile, meta });
+    await hypervisor.startBuild({ name, profile, meta, baseImage: '/images/base.qcow2' });
     const orphaned = await runPass(view, deps, { inFlight: [] });
     expect(orphaned.plan.actions.map((a) => a.action)).toEqual(['discard', 'build']);
     expect(orphaned.plan.actions[0]?.guest).toBe(name);

@@ -5,7 +5,6 @@ import { MemoryHypervisor, type MemoryOptions } from '../../src/hypervisor/memor
 import type { PassDeps } from '../../src/reconcile/pass.js';
 import { backoffStores, type Runtime } from '../../src/reconcile/runtime.js';
 import type { CompiledProfile, CompiledView } from '../../src/sources/view.js';
-import { FailedBuildLogs } from '../../src/state/build-logs.js';
 import { EventLog } from '../../src/state/events.js';
 
 export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {}): HostConfig {
@@ -21,6 +20,8 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     keepTemplates: 2,
     backoff: { initialSeconds: 30, maxSeconds: 60 },
     watch: { debounceMs: 50, resyncSeconds: 600, absentGraceSeconds: 60, events: true },
+    minFreeBytes: 0,
+    gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
     ...overrides,
   };
 }
@@ -50,7 +51,6 @@ export function memoryWorld(opts: {
     hypervisor,
     events: new EventLog(opts.stateDir),
     ...backoffStores(config),
-    failedLogs: new FailedBuildLogs(opts.stateDir),
     clock: opts.clock,
     sleep: opts.sleep ?? (async () => undefined),
     pollMs: 10,

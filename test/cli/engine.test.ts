@@ -119,10 +119,9 @@ describe('corral CLI on the memory backend', () => {
     const result = await corral(['reconcile', '--once'], { CORRAL_MEMORY_OUTCOMES: 'web=fail' });
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/FAILED build ci-rebuild-web@\S+: provision script exited with status 1/);
-    const kept = /console log: (\S+\.console\.log)\)/.exec(result.stdout)?.[1];
-    expect(kept).toBe(
-      join(root, 'state', 'failed-builds', `${/FAILED build (\S+):/.exec(result.stdout)?.[1]}.console.log`),
-    );
+    const kept = /console log: (\S+console\.log)\)/.exec(result.stdout)?.[1];
+    const rebuild = /FAILED build (\S+):/.exec(result.stdout)?.[1] ?? '';
+    expect(kept).toBe(join(root, 'state', 'templates', rebuild.replace('-rebuild-', '-template-'), 'console.log'));
     expect(await readFile(kept!, 'utf8')).toContain('failed: provision script exited with status 1');
     expect(result.stdout).toMatch(/waiting web: inputs changed .* backing off after 1 failed build\(s\) until/);
     expect(await guests()).toEqual(before);

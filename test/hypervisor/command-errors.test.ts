@@ -143,10 +143,11 @@ exit 1`,
     await fake('virsh', `echo "running (booted)"`);
     const name = rebuildName('ci', 'tiny', gen);
     const meta = { profile: 'tiny', gen, inputsHash: profile.inputsHash, baseVersion: '', createdAt: '' };
-    await memory.startBuild({ name, profile, meta });
+    const baseImage = '/images/base.qcow2';
+    await memory.startBuild({ name, profile, meta, baseImage });
     const exists = [
-      await caught(libvirt().startBuild({ name, profile, meta })),
-      await caught(memory.startBuild({ name, profile, meta })),
+      await caught(libvirt().startBuild({ name, profile, meta, baseImage })),
+      await caught(memory.startBuild({ name, profile, meta, baseImage })),
     ];
     for (const e of exists) {
       expect(e).toBeInstanceOf(GuestExistsError);

@@ -13,11 +13,18 @@ import { planCommand } from './plan.js';
 export const reconcileCommand: Command = {
   name: 'reconcile',
   summary: 'Compile the sources and converge the guests in one run (for cron); waits for the builds it starts.',
-  usage: 'corral reconcile --once [--dry-run] [--wait] [--json]',
+  usage: 'corral reconcile --once [--dry-run] [--wait] [--keep-failed] [--json]',
   optionsHelp: `  --once               run until converged, then exit (the only mode; "corral watch" is the daemon)
   --dry-run            only print the plan (same as "corral plan")
-  --wait               wait for the state-dir lock instead of exiting with code 75`,
-  options: { once: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, wait: { type: 'boolean' } },
+  --wait               wait for the state-dir lock instead of exiting with code 75
+  --keep-failed        set a failed rebuild aside as <prefix>-failed-<profile>@<gen> instead of
+                       destroying it, to look inside (never promoted; "corral gc" removes it)`,
+  options: {
+    once: { type: 'boolean' },
+    'dry-run': { type: 'boolean' },
+    wait: { type: 'boolean' },
+    'keep-failed': { type: 'boolean' },
+  },
   async run(ctx) {
     if (ctx.args['dry-run']) return planCommand.run(ctx);
     if (!ctx.args.once)
@@ -54,7 +61,7 @@ export const reconcileCommand: Command = {
         );
       }
       const view = refreshed.view!;
-      const runtime = await openRuntime(ctx);
+      const runtime = await openRuntime(ctx, { keepFailed: ctx.args['keep-failed'] === true });
       const result = await converge(
         view,
         {

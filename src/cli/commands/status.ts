@@ -34,7 +34,11 @@ export const statusCommand: Command = {
     }));
     const holder = await readLockHolder(ctx.config.stateDir);
     const live = holder && isAlive(holder) ? holder : undefined;
-    const { plan, observed } = await observeAndPlan(
+    const {
+      plan,
+      observed,
+      profiles: resolved,
+    } = await observeAndPlan(
       view,
       { config: ctx.config, ...runtime, ...(live ? { ownerToken: live.token } : {}) },
       { absentSources: absent.map((a) => ({ dir: a.dir, until: a.graceUntil })) },
@@ -44,7 +48,7 @@ export const statusCommand: Command = {
     // Only the live watch's own report counts: one left by a crashed watch is stale.
     const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
     const now = ctx.now();
-    const profiles = view.profiles.map((p) => {
+    const profiles = resolved.map((p) => {
       const guests = observed.guests.filter((g) => g.profile === p.name);
       const templates = guests.filter((g) => g.role === 'template').sort(newestFirst);
       const liveTemplate = templates.find((t) => t.meta.inputsHash === p.inputsHash) ?? templates[0];
@@ -54,6 +58,7 @@ export const statusCommand: Command = {
       return {
         name: p.name,
         source: p.source,
+        base: { kind: p.base.kind, version: p.baseVersion || null },
         template: liveTemplate
           ? {
               name: liveTemplate.name,

@@ -16,16 +16,16 @@ import type {
   RunnerRequest,
 } from '../hypervisor.js';
 import { parseName } from '../names.js';
-import { ensureBaseImage } from '../../images/base-cache.js';
+import { formatBytes } from '../../util/size.js';
 import { rebuildDomainXml } from './build-xml.js';
-import { destroyGuest } from './destroy.js';
+import { destroyGuest, filesInUse } from './destroy.js';
 import { rootDiskOf } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
 import { execaExec, type Exec } from '../../exec/exec.js';
 import { VirshEventStream } from './events.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
-import { createOverlay } from './qcow2.js';
+import { backingChain, createOverlay, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildSeedIso } from './seed.js';
 import { parseDomstate, verdictFor } from './status.js';
@@ -85,9 +85,17 @@ export class LibvirtHypervisor implements Hypervisor {
     const l = this.layout;
     await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
     const files = buildFiles(l, parsed.profile, parsed.gen);
-    const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
+    const base = req.baseImage;
+    const size = req.profile.guest.diskBytes;
+    if (size !== undefined) {
+      const baseSize = await virtualSize(this.exec, base);
+      if (size < baseSize)
+        throw new Error(
+          `guest.disk ${formatBytes(size)} is smaller than the base image (${formatBytes(baseSize)}): a disk can grow, not shrink`,
+        );
+    }
     try {
-      await createOverlay(this.exec, base, files.disk);
+      await createOverlay(this.exec, base, files.disk, size);
       await buildSeedIso(this.exec, req.profile.provision, files.seed);
       // A stale verdict from an earlier attempt must never be read as this build's.
       await writeFile(files.status, '');
@@ -213,6 +221,34 @@ export class LibvirtHypervisor implements Hypervisor {
   destroy(name: string): Promise<void> {
     this.templateXml.delete(name);
     return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
+  }
+
+  async setAside(rebuild: string, failed: string): Promise<void> {
+    const from = parseName(this.prefix, rebuild);
+    const to = parseName(this.prefix, failed);
+    if (from?.role !== 'rebuild' || to?.role !== 'failed' || from.profile !== to.profile || from.gen !== to.gen) {
+      throw new Error(`cannot set ${rebuild} aside as ${failed}: not a rebuild and its own failed name`);
+    }
+    // A timed-out build still runs; a renamed domain must be inactive.
+    await this.virsh.run(['destroy', rebuild]).catch(() => undefined);
+    await this.virsh.run(['domrename', rebuild, failed]);
+    this.log.info({ guest: failed, from: rebuild }, 'failed build kept for debugging (--keep-failed)');
+  }
+
+  async diskChain(name: string): Promise<string[]> {
+    let xml: string;
+    try {
+      xml = await this.virsh.run(['dumpxml', '--inactive', name]);
+    } catch (err) {
+      if (isNoDomain(err)) return [];
+      throw err;
+    }
+    const disk = rootDiskOf(parseDomainXml(xml));
+    return disk ? backingChain(disk) : [];
+  }
+
+  filesInUse(): Promise<Set<string>> {
+    return filesInUse({ virsh: this.virsh });
   }
 
   async consoleLog(name: string): Promise<string | undefined> {

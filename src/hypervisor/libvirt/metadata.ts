@@ -19,6 +19,7 @@ export function setMeta(doc: DomainDoc, meta: GuestMeta): void {
   const el: XmlNode = { [`@_xmlns:${PREFIX}`]: CORRAL_XMLNS };
   for (const field of REQUIRED) el[`${PREFIX}:${field}`] = meta[field];
   if (meta.owner !== undefined) el[`${PREFIX}:owner`] = meta.owner;
+  if (meta.manifest !== undefined) el[`${PREFIX}:manifest`] = meta.manifest;
   metadata[`${PREFIX}:guest`] = el;
   doc.domain['metadata'] = metadata;
 }
@@ -62,6 +63,8 @@ function fromFields(get: (field: string) => string | undefined): MetaResult {
   };
   const owner = get('owner');
   if (owner) meta.owner = owner;
+  const manifest = get('manifest');
+  if (manifest) meta.manifest = manifest;
   return { ok: true, meta };
 }
 

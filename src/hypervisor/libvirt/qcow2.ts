@@ -6,8 +6,16 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Exec } from '../../exec/exec.js';
 
-export async function createOverlay(exec: Exec, backing: string, target: string): Promise<void> {
-  await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, target]);
+/** A qcow2 overlay on `backing`; `sizeBytes` makes it larger than the backing image (never smaller). */
+export async function createOverlay(exec: Exec, backing: string, target: string, sizeBytes?: number): Promise<void> {
+  const size = sizeBytes === undefined ? [] : [String(sizeBytes)];
+  await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, target, ...size]);
+}
+
+/** The virtual size of an image in bytes, as qemu-img reports it. */
+export async function virtualSize(exec: Exec, image: string): Promise<number> {
+  const { stdout } = await exec('qemu-img', ['info', '--output=json', '-U', image]);
+  return (JSON.parse(stdout) as { 'virtual-size': number })['virtual-size'];
 }
 
 const QCOW_MAGIC = 0x514649fb; // "QFI\xfb"

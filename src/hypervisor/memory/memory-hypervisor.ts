@@ -131,7 +131,7 @@ export class MemoryHypervisor implements Hypervisor {
     this.enter('startBuild');
     if (this.guests.has(req.name)) throw new GuestExistsError(req.name);
     const disk = `templates/${req.profile.name}@${req.meta.gen}.qcow2`;
-    this.backing.set(disk, `base/${req.profile.baseVersion}`);
+    this.backing.set(disk, req.baseImage);
     const finishAt = new Date(this.opts.clock().getTime() + (this.opts.buildMs ?? 0)).toISOString();
     const outcome = this.opts.outcome?.(req.profile.name) ?? 'succeed';
     this.guests.set(req.name, {
@@ -208,6 +208,32 @@ export class MemoryHypervisor implements Hypervisor {
 
   async consoleLog(name: string): Promise<string | undefined> {
     return this.guests.get(name)?.console.join('\n');
+  }
+
+  async setAside(rebuild: string, failed: string): Promise<void> {
+    const guest = this.mustGet(rebuild);
+    if (this.guests.has(failed)) throw new Error(`cannot set ${rebuild} aside: ${failed} exists`);
+    this.guests.delete(rebuild);
+    this.guests.set(failed, { ...guest, name: failed, state: guest.state === 'running' ? 'shutoff' : guest.state });
+    await this.persist();
+  }
+
+  async diskChain(name: string): Promise<string[]> {
+    const disk = this.guests.get(name)?.disks.find((d) => !d.startsWith('seeds/'));
+    return disk ? this.chainOf(disk) : [];
+  }
+
+  async filesInUse(): Promise<Set<string>> {
+    const used = new Set<string>();
+    for (const g of this.guests.values()) for (const d of g.disks) for (const f of this.chainOf(d)) used.add(f);
+    return used;
+  }
+
+  private chainOf(disk: string): string[] {
+    const chain = [disk];
+    for (let next = this.backing.get(disk); next !== undefined && !chain.includes(next); next = this.backing.get(next))
+      chain.push(next);
+    return chain;
   }
 
   /** Finishes builds whose time has come; true when anything changed. */
