@@ -164,6 +164,13 @@ describe('base images from a checksum list, on the memory backend', () => {
     const logs = await corral(['logs', failed!]);
     expect(logs.exitCode, logs.stderr).toBe(0);
     expect(logs.stdout).toContain('failed: provision script exited with status 1');
+    // -f on a guest that is not running prints what there is and ends.
+    const followed = await corral(['logs', '-f', failed!]);
+    expect(followed.exitCode, followed.stderr).toBe(0);
+    expect(followed.stdout).toBe(logs.stdout);
+    const unknown = await corral(['logs', 'ci-runner-web.9']);
+    expect(unknown.exitCode).toBe(1);
+    expect(unknown.stderr).toContain('no console log for ci-runner-web.9');
 
     const dry = await corral(['gc', '--dry-run']);
     expect(dry.stdout).toContain(`would remove guest ${failed} (failed build kept by --keep-failed)`);

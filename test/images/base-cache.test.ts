@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TransientError } from '../../src/errors.js';
 import { execaExec } from '../../src/exec/exec.js';
-import { BaseCache, partialPath } from '../../src/images/base-cache.js';
+import { BaseCache, formatProgress, partialPath } from '../../src/images/base-cache.js';
 import { filesUnder } from '../harness/guests.js';
 import { ImageServer } from '../harness/image-server.js';
 
@@ -147,5 +147,16 @@ describe('BaseCache, URLs', () => {
       .catch((e: unknown) => e as Error);
     expect(error).toBeInstanceOf(TransientError);
     expect((error as Error).message).toMatch(/download of http:\/\/127\.0\.0\.1:9\/gone\.qcow2 failed: fetch failed/);
+  });
+});
+
+describe('formatProgress', () => {
+  it('says how much of how much, and where a resumed transfer began', () => {
+    expect(formatProgress({ url: 'u', received: 3 * 2 ** 20, total: 12 * 2 ** 20, resumedFrom: 0 })).toBe(
+      '3.0 MiB of 12 MiB (25%)',
+    );
+    expect(formatProgress({ url: 'u', received: 2 ** 30, resumedFrom: 512 * 2 ** 20 })).toBe(
+      '1.0 GiB, resumed at 512 MiB',
+    );
   });
 });
