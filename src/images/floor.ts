@@ -4,6 +4,7 @@
  * rather than fill the disk (a full disk corrupts running guests' overlays, not just the build).
  */
 import { mkdir, statfs } from 'node:fs/promises';
+import path from 'node:path';
 import { TransientError } from '../errors.js';
 import { formatBytes } from '../util/size.js';
 
@@ -18,6 +19,15 @@ export async function freeBytes(dir: string): Promise<number> {
   await mkdir(dir, { recursive: true });
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/** Free space where `dir` is (or would be): for `status`, which creates nothing. */
+export async function freeBytesAt(dir: string): Promise<number | undefined> {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    const s = await statfs(d).catch(() => undefined);
+    if (s) return s.bavail * s.bsize;
+    if (path.dirname(d) === d) return undefined;
+  }
 }
 
 export class DiskFloor {

@@ -61,6 +61,7 @@ async function guestNames(): Promise<string[]> {
 const cachedBases = async () => (await filesUnder(join(root, 'images', 'base'))).filter((f) => f.endsWith('.qcow2'));
 
 interface StatusJson {
+  disk: { belowFloor: boolean; minFreeBytes: number };
   profiles: {
     name: string;
     pending: { reason: string; kind: string; until?: string }[];
@@ -195,7 +196,12 @@ describe('base images from a checksum list, on the memory backend', () => {
     expect(await guestNames()).toEqual(before);
     const status = JSON.parse((await corral(['status', '--json'])).stdout) as StatusJson;
     expect(status.profiles[0]?.lastBuild?.error).toMatch(/below minFreeSpace 1000 TiB/);
-    expect((await corral(['status'])).stdout).toMatch(/last build: FAILED: .*below minFreeSpace 1000 TiB/);
+    const text = (await corral(['status'])).stdout;
+    expect(text).toMatch(/last build: FAILED: .*below minFreeSpace 1000 TiB/);
+    expect(text).toMatch(
+      /imagesDir \S+: [\d.]+ \w+ free, below minFreeSpace 1000 TiB: garbage is collected first, then builds and downloads are refused/,
+    );
+    expect(status.disk).toMatchObject({ belowFloor: true, minFreeBytes: 1000 * 2 ** 40 });
     await writeConfig();
   });
 });

@@ -7,6 +7,8 @@ import { isAlive, readLockHolder } from '../../state/lock.js';
 import { readAbsenceRecord } from '../../state/source-absence.js';
 import { readWatchStatus } from '../../state/watch-status.js';
 import { formatDuration } from '../../util/duration.js';
+import { freeBytesAt } from '../../images/floor.js';
+import { formatBytes } from '../../util/size.js';
 import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
 import { openRuntime, previewView } from '../../reconcile/runtime.js';
@@ -87,8 +89,16 @@ export const statusCommand: Command = {
         changes: plan.actions.filter((a) => a.profile === p.name).length,
       };
     });
+    const free = await freeBytesAt(ctx.config.imagesDir);
+    const disk = {
+      imagesDir: ctx.config.imagesDir,
+      freeBytes: free ?? null,
+      minFreeBytes: ctx.config.minFreeBytes,
+      belowFloor: free !== undefined && free < ctx.config.minFreeBytes,
+    };
     const result = {
       generation: view.generation,
+      disk,
       hypervisor: runtime.hypervisor.kind,
       lock: live ? { pid: live.pid, command: live.command, since: live.startedAt } : null,
       problems: watch?.problems ?? [],
@@ -120,6 +130,10 @@ export const statusCommand: Command = {
         out.push(`  pending: ${w.reason}${w.until ? ` (${formatRequeue({ at: w.until, reason: w.kind }, now)})` : ''}`);
       if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);
     }
+    if (disk.belowFloor)
+      out.push(
+        `imagesDir ${disk.imagesDir}: ${formatBytes(disk.freeBytes ?? 0)} free, below minFreeSpace ${formatBytes(disk.minFreeBytes)}: garbage is collected first, then builds and downloads are refused`,
+      );
     if (watch?.lastPassAt) out.push(`watch: last pass at ${watch.lastPassAt}`);
     if (plan.requeue) out.push(`next look by itself: ${formatRequeue(plan.requeue, now)} (${plan.requeue.reason})`);
     for (const a of absent)
