@@ -95,7 +95,9 @@ describe('BaseResolver', () => {
   it('a list without a line for the file is unresolved, with the file name in the reason', async () => {
     const resolver = new BaseResolver({ stateDir, fetchText, clock: () => new Date(), record: false });
     const r = await resolver.resolve([listed('a', 'absent.qcow2')]);
-    expect(r.unresolved['a']?.reason).toBe(`the checksum list ${server.url}/SHA256SUMS has no sha256 line for "absent.qcow2"`);
+    expect(r.unresolved['a']?.reason).toBe(
+      `the checksum list ${server.url}/SHA256SUMS has no sha256 line for "absent.qcow2"`,
+    );
     expect(r.profiles[0]?.baseVersion).toBe('');
   });
 

@@ -19,7 +19,14 @@ function manifest(day: number, verdict: 'ok' | 'failed' | 'running', profile = '
     template: `ci-template-${profile}@${gen}`,
     rebuild: `ci-rebuild-${profile}@${gen}`,
     gen,
-    profile: { name: profile, source: 's', dir: '/p', file: '/p/profile.yaml', generation: day, inputsHash: 'sha256:1' },
+    profile: {
+      name: profile,
+      source: 's',
+      dir: '/p',
+      file: '/p/profile.yaml',
+      generation: day,
+      inputsHash: 'sha256:1',
+    },
     reason: 'no template yet',
     inputs: [{ path: 'provision/provision.sh', sha256: 'a'.repeat(64), mode: '0755', executable: true }],
     base: { kind: 'file', file: '/p/base.img', version: `sha256:${'b'.repeat(64)}` },
@@ -52,10 +59,20 @@ describe('BuildRecords', () => {
       manifest(2, 'failed', 'other'),
     ];
     for (const m of [...all].reverse()) await records.write(m);
-    expect((await records.list('web')).map((m) => m.gen.slice(6, 8))).toEqual(['01', '02', '03', '04', '05', '06', '07']);
+    expect((await records.list('web')).map((m) => m.gen.slice(6, 8))).toEqual([
+      '01',
+      '02',
+      '03',
+      '04',
+      '05',
+      '06',
+      '07',
+    ]);
     const live = new Set([all[0]!.template, all[5]!.template]); // an old template a runner still uses, and the newest
     const prunable = await records.prunable({ keepFailed: 1, keepOk: 0, existing: live });
-    expect(prunable.map((d) => path.basename(d)).sort()).toEqual([all[1]!.template, all[2]!.template, all[3]!.template].sort());
+    expect(prunable.map((d) => path.basename(d)).sort()).toEqual(
+      [all[1]!.template, all[2]!.template, all[3]!.template].sort(),
+    );
   });
 });
 
