@@ -17,11 +17,13 @@ export interface RunnerPlan {
  */
 export function planRunners(
   profile: CompiledProfile,
-  runners: ObservedGuest[],
+  all: ObservedGuest[],
   serving: ObservedGuest | undefined,
   ctx: { now: Date; policy: Policy; facts: Facts },
   /** Names held by guests corral does not recognise: skipped, never created over. */
   taken: ReadonlySet<string> = new Set(),
+  /** Why no runner may be created now (a CI system is failing), if so. */
+  creationBlocked?: string,
 ): RunnerPlan {
   const { policy } = ctx;
   const actions: Action[] = [];
@@ -30,7 +32,11 @@ export function planRunners(
   const holdCrashed = crashBackoff !== undefined && Date.parse(crashBackoff.until) > ctx.now.getTime();
   const remainingGens = new Set<string>();
   const base = { profile: profile.name };
-  const used = new Set(runners.map((r) => r.index ?? 0));
+  const used = new Set(all.map((r) => r.index ?? 0));
+  // A runner a job holds is left exactly as it is; it still counts towards the profile's runners.
+  const held = all.filter((r) => ctx.facts.claimed?.includes(r.name));
+  const runners = all.filter((r) => !ctx.facts.claimed?.includes(r.name));
+  for (const r of held) remainingGens.add(r.meta.gen);
   const nextName = () => {
     let i = 1;
     while (used.has(i) || taken.has(runnerName(policy.prefix, profile.name, i))) i++;
@@ -49,22 +55,24 @@ export function planRunners(
     ...alive.filter(isOutdated).sort(byIndexDesc),
     ...alive.filter((r) => !isOutdated(r)).sort(byIndexDesc),
   ];
-  const excess = Math.max(0, runners.length - profile.runners);
+  const excess = Math.max(0, all.length - profile.runners);
   const removed = new Set(candidates.slice(0, excess).map((r) => r.name));
   for (const r of candidates.slice(0, excess)) {
     const reason = isDead(r)
-      ? `${r.state}; ${runners.length} runners, want ${profile.runners}`
-      : `${runners.length} runners, want ${profile.runners}`;
+      ? `${r.state}; ${all.length} runners, want ${profile.runners}`
+      : `${all.length} runners, want ${profile.runners}`;
     actions.push({ ...base, action: 'destroy-runner', guest: r.name, reason });
   }
 
   for (const r of dead.filter((d) => !removed.has(d.name))) {
-    if (!serving) {
+    if (!serving || creationBlocked) {
       actions.push({
         ...base,
         action: 'destroy-runner',
         guest: r.name,
-        reason: `${r.state} and no template to replace it from`,
+        reason: serving
+          ? `${r.state}; its replacement waits (${creationBlocked})`
+          : `${r.state} and no template to replace it from`,
       });
       continue;
     }
@@ -97,24 +105,24 @@ export function planRunners(
   }
 
   const kept = alive.filter((r) => !removed.has(r.name));
-  if (serving) {
-    for (let i = runners.length - removed.size; i < profile.runners; i++) {
+  if (serving && !creationBlocked) {
+    for (let i = all.length - removed.size; i < profile.runners; i++) {
       actions.push({
         ...base,
         action: 'create-runner',
         guest: nextName(),
         template: serving.name,
         templateHash: serving.meta.inputsHash,
-        reason: `${runners.length - removed.size} runners, want ${profile.runners}`,
+        reason: `${all.length - removed.size} runners, want ${profile.runners}`,
       });
     }
-    remainingGens.add(serving.gen ?? '');
   }
+  if (serving) remainingGens.add(serving.gen ?? '');
   const surge = Math.max(1, Math.ceil(profile.runners * policy.surgeFraction));
   let replacing = 0;
   for (const r of kept.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))) {
     remainingGens.add(r.meta.gen);
-    if (!serving || !isOutdated(r) || replacing >= surge) continue;
+    if (!serving || creationBlocked || !isOutdated(r) || replacing >= surge) continue;
     replacing++;
     actions.push({
       ...base,

@@ -8,6 +8,16 @@ export interface BackoffEntry {
   lastError: string;
 }
 
+/** A CI system failing for a profile: its runner creation waits until retryAt (existing runners stay). */
+export interface CiOutage {
+  system: string;
+  summary: string;
+  /** ISO time of the first failure in this run of failures. */
+  since: string;
+  retryAt: string;
+  failures: number;
+}
+
 /** What the operator configured: the same for every pass until the host config changes. */
 export interface Policy {
   readonly prefix: string;
@@ -50,6 +60,10 @@ export interface Facts {
    * build starts for them, their live template and runners stay; `retryAt` is when to look again.
    */
   readonly unresolvedBases?: Readonly<Record<string, Readonly<{ reason: string; retryAt: string }>>>;
+  /** CI systems failing per profile: no runner of that profile is created before retryAt. */
+  readonly ciOutages?: Readonly<Record<string, Readonly<CiOutage>>>;
+  /** Runners a CI job holds (GitLab claims): never destroyed, replaced or rolled over by the planner. */
+  readonly claimed?: readonly string[];
 }
 
 export interface PlanInput {
@@ -90,7 +104,7 @@ export type ActionKind = Action['action'];
  * `until` is when the wait ends by itself (no outside event needed); absent when only an event ends it.
  */
 export type Wait = { profile: string; reason: string; until?: string } & (
-  | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved'; until: string }
+  | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved' | 'ci-outage'; until: string }
   | { kind: 'build-queued' | 'no-template' | 'config-error' }
 );
 

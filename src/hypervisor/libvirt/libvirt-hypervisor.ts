@@ -28,6 +28,9 @@ import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } 
 import { backingChain, createOverlay, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildSeedIso } from './seed.js';
+import { buildRunnerSeedIso } from './runner-seed.js';
+import { createGuestAgent, type GuestAgent } from './guest-agent.js';
+import path from 'node:path';
 import { parseDomstate, verdictFor } from './status.js';
 import { createVirsh, guestError, isNoDomain, type Virsh } from './virsh.js';
 import { GuestExistsError } from '../../errors.js';
@@ -57,6 +60,7 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly metaMemo = new Map<string, GuestMeta>();
   /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
   private readonly templateXml = new Map<string, string>();
+  private readonly agent: GuestAgent;
 
   constructor(deps: LibvirtDeps) {
     this.exec = deps.exec ?? execaExec;
@@ -66,10 +70,19 @@ export class LibvirtHypervisor implements Hypervisor {
     this.log = deps.log.child({ hypervisor: 'libvirt' });
     this.domainType = deps.domainType ?? 'qemu';
     this.uri = deps.uri;
+    this.agent = createGuestAgent(this.virsh);
   }
 
   watchEvents(sink: GuestEventSink): GuestEventStream {
     return new VirshEventStream({ uri: this.uri, log: this.log }, sink);
+  }
+
+  canRunScripts(name: string): Promise<boolean> {
+    return this.agent.ping(name);
+  }
+
+  runScript(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number> {
+    return this.agent.runScript(name, script, { onOutput });
   }
 
   observe(): Promise<Observation> {
@@ -183,14 +196,23 @@ export class LibvirtHypervisor implements Hypervisor {
     // The overlay is made under a temp name and only renamed once define has succeeded, so a
     // clash with an existing guest of this name never touches that guest's disk.
     const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
+    // The runner's seed, like its disk, is built under a temp name and moved in after define.
+    const seed = req.seedFiles ? path.join(this.layout.seedsDir, `${req.name}.iso`) : undefined;
+    const tmpSeed = `${seed}.tmp-${randomBytes(4).toString('hex')}`;
     try {
+      if (seed && req.seedFiles) {
+        await mkdir(this.layout.seedsDir, { recursive: true });
+        await buildRunnerSeedIso(this.exec, req.name, req.seedFiles, tmpSeed);
+      }
       const templateXml = await this.templateDomainXml(req.template);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
       if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
       // libvirt does not open disks at define time, so the overlay and the define run side by side.
       const [overlay, defined] = await Promise.allSettled([
         createOverlay(this.exec, templateDisk, tmpDisk),
-        this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files })),
+        this.virsh.define(
+          runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files, ...(seed ? { seed } : {}) }),
+        ),
       ]);
       if (overlay.status === 'rejected') {
         if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
@@ -198,8 +220,10 @@ export class LibvirtHypervisor implements Hypervisor {
       }
       if (defined.status === 'rejected') throw guestError(req.name, defined.reason);
       await rename(tmpDisk, files.disk);
+      if (seed) await rename(tmpSeed, seed);
     } finally {
       await rm(tmpDisk, { force: true });
+      await rm(tmpSeed, { force: true });
     }
     await writeFile(files.status, '');
     await this.virsh.run(['start', req.name]).catch((err: unknown) => {
