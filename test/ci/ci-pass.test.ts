@@ -87,7 +87,7 @@ function world(profiles: CompiledProfile[]) {
       clock,
       env: { PATH: process.env.PATH },
       arch: 'x64',
-      tuning: { timeoutMs: 500, retries: 0, retryBaseMs: 1, minWriteIntervalMs: 0 },
+      tuning: { timeoutMs: 15_000, retries: 0, retryBaseMs: 1, minWriteIntervalMs: 0 },
     }),
     ciOutages: new CiOutageStore(stateDir, { initialSeconds: 120, maxSeconds: 600 }),
     claims: new ClaimStore(stateDir),
