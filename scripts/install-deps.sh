@@ -16,6 +16,7 @@ PACKAGES=(
   e2fsprogs               # mkfs.ext4 -d for the tiny base disk
   kmod                    # modprobe --show-depends for the initramfs module order
   util-linux              # unshare, setsid
+  chromium                # the dashboard's browser test (driven headless by playwright-core)
 )
 
 names=()

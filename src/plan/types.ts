@@ -6,6 +6,8 @@ export interface BackoffEntry {
   /** ISO time before which the profile is not tried again. */
   until: string;
   lastError: string;
+  /** ISO time of the last failure; a rebuild requested after it is not held back. */
+  failedAt?: string;
 }
 
 /** What the operator configured: the same for every pass until the host config changes. */
@@ -50,6 +52,8 @@ export interface Facts {
    * build starts for them, their live template and runners stay; `retryAt` is when to look again.
    */
   readonly unresolvedBases?: Readonly<Record<string, Readonly<{ reason: string; retryAt: string }>>>;
+  /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
+  readonly rebuildRequests?: Readonly<Record<string, string>>;
 }
 
 export interface PlanInput {

@@ -9,6 +9,7 @@ import { plan } from '../plan/plan.js';
 import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
+import type { RebuildRequests } from '../state/rebuild-requests.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
 
 export const SURGE_FRACTION = 0.25;
@@ -27,6 +28,8 @@ export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
     inFlight: ReadonlySet<string> | undefined,
     changed: boolean,
   ) => Promise<unknown>;
+  /** Rebuilds operators asked for (the console's rebuild button); none when absent. */
+  rebuildRequests?: Pick<RebuildRequests, 'read'>;
 }
 
 /** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
@@ -61,17 +64,21 @@ export function policyOf(config: HostConfig): Policy {
 /** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
 export async function observeAndPlan(
   view: CompiledView,
-  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver'>,
+  deps: Pick<
+    PassDeps,
+    'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver' | 'rebuildRequests'
+  >,
   context: PassContext = {},
 ): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
   // Before planning, never downloading: a checksum list's new line is a new base version.
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff] = await Promise.all([
+  const [observed, backoff, runnerBackoff, rebuildRequests] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
+    deps.rebuildRequests?.read() ?? {},
   ]);
   const facts: Facts = {
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
@@ -79,6 +86,7 @@ export async function observeAndPlan(
     backoff,
     runnerBackoff,
     absentSources: [...(context.absentSources ?? [])],
+    rebuildRequests,
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };

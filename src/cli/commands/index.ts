@@ -6,6 +6,7 @@ import { inspectCommand } from './inspect.js';
 import { logsCommand } from './logs.js';
 import { planCommand } from './plan.js';
 import { reconcileCommand } from './reconcile.js';
+import { serveCommand } from './serve.js';
 import { sourcesCommand } from './sources.js';
 import { statusCommand } from './status.js';
 import { validateCommand } from './validate.js';
@@ -24,5 +25,6 @@ export function commands(): Command[] {
     historyCommand,
     logsCommand,
     gcCommand,
+    serveCommand,
   ];
 }
