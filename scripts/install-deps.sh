@@ -17,6 +17,7 @@ PACKAGES=(
   kmod                    # modprobe --show-depends for the initramfs module order
   util-linux              # unshare, setsid
   qemu-guest-agent        # copied into the tiny guest: corral gitlab runs job scripts through it
+  chromium                # the dashboard's browser test (driven headless by playwright-core)
 )
 
 names=()

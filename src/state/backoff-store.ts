@@ -35,7 +35,12 @@ export class BackoffStore {
     return this.update((all) => {
       const failures = (all[profile]?.failures ?? 0) + 1;
       const delay = Math.min(this.policy.maxSeconds, this.policy.initialSeconds * 2 ** (failures - 1));
-      const entry = { failures, until: new Date(now.getTime() + delay * 1000).toISOString(), lastError: error };
+      const entry = {
+        failures,
+        until: new Date(now.getTime() + delay * 1000).toISOString(),
+        lastError: error,
+        failedAt: now.toISOString(),
+      };
       all[profile] = entry;
       return entry;
     });

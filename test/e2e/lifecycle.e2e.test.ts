@@ -10,6 +10,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
+import { spawnServer } from '../server/serve-harness.js';
 
 const BIN = join(import.meta.dirname, '../../bin/corral.js');
 let libvirtd: Libvirtd;
@@ -133,6 +134,41 @@ describe('corral on a real libvirtd', { timeout: 300_000 }, () => {
     await inSync();
     for (const r of ['ci-runner-tiny.1', 'ci-runner-tiny.2'])
       expect(await bakedOn(r)).toBe('tiny hello v1 (from tiny 1)');
+  });
+
+  it('1b. the console reads the real host: profiles, runners, their consoles, the build log, metrics', async () => {
+    const served = await spawnServer(join(root, 'corral.yaml'), ['serve', '--listen', '127.0.0.1:0']);
+    try {
+      const status = (await (await served.get('/api/v1/status')).json()) as {
+        hypervisor: string;
+        profiles: {
+          name: string;
+          template: { current: boolean } | null;
+          runners: { ready: number; desired: number };
+          lastBuild: { name: string; status: string } | null;
+        }[];
+        unrecognized: { name: string }[];
+      };
+      expect(status.hypervisor).toBe('libvirt');
+      expect(status.profiles).toEqual([
+        expect.objectContaining({
+          name: 'tiny',
+          template: expect.objectContaining({ current: true }),
+          runners: expect.objectContaining({ ready: 2, desired: 2 }),
+        }),
+      ]);
+      expect(status.unrecognized.map((u) => u.name)).toContain('ci-handmade');
+      const runnerLog = await (await served.get('/api/v1/runners/ci-runner-tiny.1/log')).text();
+      expect(runnerLog).toContain('corral-runner: tiny hello v1');
+      const build = status.profiles[0]!.lastBuild!;
+      expect(build.status).toBe('succeeded');
+      const buildLog = await served.get(`/api/v1/builds/${encodeURIComponent(build.name)}/log`);
+      expect(buildLog.status).toBe(200);
+      expect((await buildLog.text()).length).toBeGreaterThan(0);
+      expect(await (await served.get('/metrics')).text()).toMatch(/^corral_runners_ready\{profile="tiny"\} 2$/m);
+    } finally {
+      expect(await served.stop()).toBe(0);
+    }
   });
 
   it('6. guests corral does not own survive every pass untouched', async () => {
