@@ -2,6 +2,7 @@ import { benchCompile } from './compile.js';
 import { benchBackoffExpiry, benchShutoffToRunning } from './events.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchMemoryPass } from './memory-pass.js';
+import { benchOci } from './oci.js';
 import { benchPlan } from './plan.js';
 import { benchWatchLatency } from './watch-latency.js';
 import type { BenchResult } from './types.js';
@@ -15,6 +16,7 @@ const benches: [string, () => Promise<BenchResult | BenchResult[]>][] = [
   ['libvirt', benchLibvirt],
   ['requeue', benchBackoffExpiry],
   ['events', benchShutoffToRunning],
+  ['oci', benchOci],
 ];
 
 const only = process.argv.slice(2);

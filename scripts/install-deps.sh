@@ -16,6 +16,10 @@ PACKAGES=(
   e2fsprogs               # mkfs.ext4 -d for the tiny base disk
   kmod                    # modprobe --show-depends for the initramfs module order
   util-linux              # unshare, setsid
+  docker-registry         # the OCI registry the push/pull tests and bench run against
+  skopeo                  # interop checks (skopeo inspect) and the gzip baseline in the bench
+  zstd                    # chunk compression (measured against the binding in docs/oci-format.md)
+  apache2-utils           # htpasswd for the authenticated-registry test
 )
 
 names=()

@@ -19,6 +19,7 @@ import { refreshView } from './refresh-view.js';
 import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
 import { isAlive, readLockHolder } from '../state/lock.js';
+import { dockerCredentialStore, type CredentialStore } from '../oci/credentials.js';
 
 /** The long-lived things a pass works with, made once per process. */
 export interface Runtime {
@@ -48,6 +49,8 @@ export interface Runtime {
   sleep: (ms: number) => Promise<void>;
   /** How often running builds are looked at. */
   pollMs: number;
+  /** Registry credentials (the docker config file) for profiles that follow or publish. */
+  credentials?: CredentialStore;
 }
 
 /** What openRuntime makes: every part of a Runtime, and on-demand garbage collection. */
@@ -154,6 +157,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     clock: ctx.now,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,
+    credentials: dockerCredentialStore(ctx.env),
   };
 }
 

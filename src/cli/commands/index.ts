@@ -4,7 +4,10 @@ import { gcCommand } from './gc.js';
 import { historyCommand } from './history.js';
 import { inspectCommand } from './inspect.js';
 import { logsCommand } from './logs.js';
+import { loginCommand, logoutCommand } from './login.js';
 import { planCommand } from './plan.js';
+import { pullCommand } from './pull.js';
+import { pushCommand } from './push.js';
 import { reconcileCommand } from './reconcile.js';
 import { sourcesCommand } from './sources.js';
 import { statusCommand } from './status.js';
@@ -24,5 +27,9 @@ export function commands(): Command[] {
     historyCommand,
     logsCommand,
     gcCommand,
+    pushCommand,
+    pullCommand,
+    loginCommand,
+    logoutCommand,
   ];
 }
