@@ -18,6 +18,10 @@ PACKAGES=(
   util-linux              # unshare, setsid
   qemu-guest-agent        # copied into the tiny guest: corral gitlab runs job scripts through it
   chromium                # the dashboard's browser test (driven headless by playwright-core)
+  docker-registry         # the OCI registry the push/pull tests and bench run against
+  skopeo                  # interop checks (skopeo inspect) and the gzip baseline in the bench
+  zstd                    # chunk compression (measured against the binding in docs/oci-format.md)
+  apache2-utils           # htpasswd for the authenticated-registry test
 )
 
 names=()

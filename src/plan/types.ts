@@ -110,6 +110,8 @@ export type ActionKind = Action['action'];
 export type Wait = { profile: string; reason: string; until?: string } & (
   | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved' | 'ci-outage'; until: string }
   | { kind: 'build-queued' | 'no-template' | 'config-error' }
+  /** A profile that follows a registry whose tag could not be resolved this pass. */
+  | { kind: 'registry' }
 );
 
 export type WaitKind = Wait['kind'];

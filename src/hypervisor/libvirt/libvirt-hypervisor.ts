@@ -15,6 +15,7 @@ import type {
   Observation,
   RunnerRequest,
 } from '../hypervisor.js';
+import path from 'node:path';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
 import { rebuildDomainXml } from './build-xml.js';
@@ -27,10 +28,10 @@ import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
 import { backingChain, createOverlay, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
+import { exportTemplate, hasBase, importTemplate, type TemplateIoContext } from './template-io.js';
 import { buildSeedIso } from './seed.js';
 import { buildRunnerSeedIso } from './runner-seed.js';
 import { createGuestAgent, type GuestAgent } from './guest-agent.js';
-import path from 'node:path';
 import { parseDomstate, verdictFor } from './status.js';
 import { createVirsh, guestError, isNoDomain, type Virsh } from './virsh.js';
 import { GuestExistsError } from '../../errors.js';
@@ -273,6 +274,25 @@ export class LibvirtHypervisor implements Hypervisor {
 
   filesInUse(): Promise<Set<string>> {
     return filesInUse({ virsh: this.virsh });
+  }
+
+  get templates(): NonNullable<Hypervisor['templates']> {
+    const io: TemplateIoContext = {
+      virsh: this.virsh,
+      exec: this.exec,
+      prefix: this.prefix,
+      layout: this.layout,
+      domainType: this.domainType,
+    };
+    return {
+      export: (name) => exportTemplate(io, name),
+      hasBase: (version) => hasBase(io, version),
+      stagingDir: (key) => path.join(this.layout.root, 'staging', key),
+      import: async (req) => {
+        await importTemplate(io, req);
+        this.log.info({ guest: req.name }, 'template imported');
+      },
+    };
   }
 
   async consoleLog(name: string): Promise<string | undefined> {
