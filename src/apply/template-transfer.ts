@@ -76,16 +76,7 @@ export async function pushTemplate(
       },
       ...(provenance !== undefined ? { provenance } : {}),
     },
-    {
-      client: clientFor(ref, deps.credentials),
-      repository: ref.repository,
-      ...(ref.tag ? { tag: ref.tag } : {}),
-      chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
-      concurrency: opts.concurrency,
-      ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
-      ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
-      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-    },
+    pushTarget(ref, deps.credentials, opts),
   );
 }
 
@@ -101,20 +92,21 @@ export async function pushBaseFile(
   const fh = await open(file, 'r');
   await fh.read(head, 0, 4, 0).finally(() => fh.close());
   const format = head.readUInt32BE(0) === 0x514649fb ? 'qcow2' : 'raw';
-  return pushImage(
-    [{ name: 'disk', path: file, format }],
-    {},
-    {
-      client: clientFor(ref, credentials),
-      repository: ref.repository,
-      ...(ref.tag ? { tag: ref.tag } : {}),
-      chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
-      concurrency: opts.concurrency,
-      ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
-      ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
-      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-    },
-  );
+  return pushImage([{ name: 'disk', path: file, format }], {}, pushTarget(ref, credentials, opts));
+}
+
+/** Where and how a push goes: the same for a template and for a base image file. */
+function pushTarget(ref: Reference, credentials: CredentialStore, opts: PushTemplateOptions) {
+  return {
+    client: clientFor(ref, credentials),
+    repository: ref.repository,
+    ...(ref.tag ? { tag: ref.tag } : {}),
+    chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
+    concurrency: opts.concurrency,
+    ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
+    ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+  };
 }
 
 export interface PullTemplateOptions {
