@@ -58,7 +58,7 @@ describe('corral serve: /metrics in Prometheus text format', () => {
     expect(sample(families, 'corral_runners_desired', { profile: 'web' })?.value).toBe('2');
     expect(sample(families, 'corral_runners_desired', { profile: 'bad' })?.value).toBe('1');
     expect(sample(families, 'corral_runners_ready', { profile: 'bad' })?.value).toBe('0');
-    // No CI integration reports busy runners yet: the family is declared, with no series.
+    // No profile here has a ci: section: the family is declared, with no series (test/server/ci-state.test.ts fills it).
     expect(families.get('corral_runners_busy')?.metrics ?? []).toEqual([]);
     expect(
       Number(sample(families, 'corral_template_age_seconds', { profile: 'web', current: 'true' })?.value),
