@@ -63,8 +63,8 @@ export class RegistryAuth {
    * Called on a 401: learns the challenge and forgets a token the registry no longer takes.
    * Returns false when answering again cannot help (no credentials for a Basic registry).
    */
-  async unauthorized(res: Response, scopes: string[], sent: string | undefined): Promise<boolean> {
-    const challenge = parseChallenge(res.headers.get('www-authenticate'));
+  async unauthorized(wwwAuthenticate: string | null, scopes: string[], sent: string | undefined): Promise<boolean> {
+    const challenge = parseChallenge(wwwAuthenticate);
     if (!challenge) return false;
     this.challenge = challenge;
     if (challenge.scheme === 'basic') return sent === undefined && (await this.credentials()) !== undefined;

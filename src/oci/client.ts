@@ -1,14 +1,14 @@
 /**
- * A client of the OCI distribution API over Node's fetch: manifests, blob existence, monolithic
- * and chunked uploads, cross-repository mounts and downloads that resume with HTTP Range after a
- * dropped connection. Network failures and 5xx/429 answers are retried with back-off, then become
- * TransientErrors; refusals become ConfigErrors that say what to do.
+ * A client of the OCI distribution API (over node:http, see http.ts): manifests, blob existence,
+ * monolithic and chunked uploads, cross-repository mounts and downloads that resume with HTTP
+ * Range after a dropped connection. Network failures and 5xx/429 answers are retried with
+ * back-off, then become TransientErrors; refusals become ConfigErrors that say what to do.
  */
 import { createHash } from 'node:crypto';
 import { ConfigError, TransientError } from '../errors.js';
 import { RegistryAuth } from './auth.js';
-import { sha256Digest } from './digest.js';
 import type { CredentialStore } from './credentials.js';
+import { HttpTransport, type HttpResponse } from './http.js';
 import { DIGEST, registryBaseUrl } from './reference.js';
 
 export const MANIFEST_TYPES = [
@@ -19,6 +19,7 @@ export const MANIFEST_TYPES = [
 
 export interface ClientOptions {
   credentials: CredentialStore;
+  /** Used for token requests to the auth realm only. */
   fetch?: typeof fetch;
   /** Attempts after the first for a failed request (default 4). */
   retries?: number;
@@ -49,7 +50,7 @@ const push = (repo: string) => `repository:${repo}:pull,push`;
 export class RegistryClient {
   readonly base: string;
   private readonly auth: RegistryAuth;
-  private readonly fetchImpl: typeof fetch;
+  private readonly http = new HttpTransport();
   private readonly retries: number;
   private readonly retryDelayMs: number;
 
@@ -58,15 +59,19 @@ export class RegistryClient {
     opts: ClientOptions,
   ) {
     this.base = registryBaseUrl(registry);
-    this.fetchImpl = opts.fetch ?? fetch;
-    this.auth = new RegistryAuth(registry, opts.credentials, this.fetchImpl);
+    this.auth = new RegistryAuth(registry, opts.credentials, opts.fetch ?? fetch);
     this.retries = opts.retries ?? 4;
     this.retryDelayMs = opts.retryDelayMs ?? 500;
   }
 
   /** `GET /v2/`: checks the registry answers and the credentials (if any) are accepted. */
   async ping(): Promise<void> {
-    await this.request({ method: 'GET', url: '/v2/', scopes: [], ok: [200] });
+    await (await this.request({ method: 'GET', url: '/v2/', scopes: [], ok: [200] })).drain();
+  }
+
+  /** Closes idle connections (they do not keep the process alive either way). */
+  close(): void {
+    this.http.close();
   }
 
   /** The digest a tag (or digest) points at, from a HEAD: resolving never downloads the image. */
@@ -78,8 +83,9 @@ export class RegistryClient {
       headers: { accept: MANIFEST_TYPES.join(', ') },
       ok: [200, 404],
     });
+    await res.drain();
     if (res.status === 404) return undefined;
-    const digest = res.headers.get('docker-content-digest');
+    const digest = res.header('docker-content-digest');
     if (digest && DIGEST.test(digest)) return digest;
     return (await this.getManifest(repo, reference))?.digest;
   }
@@ -92,14 +98,14 @@ export class RegistryClient {
       headers: { accept: MANIFEST_TYPES.join(', ') },
       ok: [200, 404],
     });
-    if (res.status === 404) return undefined;
-    const bytes = Buffer.from(await res.arrayBuffer());
+    if (res.status === 404) return void (await res.drain());
+    const bytes = await res.bytes();
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     if (reference.startsWith('sha256:') && digest !== reference)
       throw new TransientError(
         `manifest ${repo}@${reference} from ${this.registry} failed verification: got ${digest}`,
       );
-    return { digest, mediaType: res.headers.get('content-type') ?? '', bytes };
+    return { digest, mediaType: res.header('content-type') ?? '', bytes };
   }
 
   async putManifest(repo: string, reference: string, mediaType: string, bytes: Buffer): Promise<string> {
@@ -111,7 +117,7 @@ export class RegistryClient {
       body: bytes,
       ok: [201, 200],
     });
-    await res.arrayBuffer();
+    await res.drain();
     return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
   }
 
@@ -122,6 +128,7 @@ export class RegistryClient {
       scopes: [pull(repo)],
       ok: [200, 404],
     });
+    await res.drain();
     return res.status === 200;
   }
 
@@ -135,13 +142,13 @@ export class RegistryClient {
       headers: { 'content-length': '0' },
       ok: [201, 202],
     });
-    await res.arrayBuffer();
+    await res.drain();
     if (res.status === 201) return true;
     // It opened an upload session instead; close it rather than leave it to expire.
-    const location = res.headers.get('location');
+    const location = res.header('location');
     if (location)
       await this.request({ method: 'DELETE', url: location, scopes: [push(repo)], ok: [204, 200, 404] })
-        .then((r) => r.arrayBuffer())
+        .then((r) => r.drain())
         .catch(() => undefined);
     return false;
   }
@@ -159,7 +166,7 @@ export class RegistryClient {
       headers: { 'content-length': '0' },
       ok: [202],
     });
-    await start.arrayBuffer();
+    await start.drain();
     let location = this.location(start);
     if (chunkBytes > 0 && data.length > chunkBytes) {
       for (let at = 0; at < data.length; at += chunkBytes) {
@@ -175,7 +182,7 @@ export class RegistryClient {
           body: piece,
           ok: [202],
         });
-        await res.arrayBuffer();
+        await res.drain();
         location = this.location(res);
       }
       data = Buffer.alloc(0);
@@ -188,16 +195,18 @@ export class RegistryClient {
       body: data,
       ok: [201, 204],
     });
-    await done.arrayBuffer();
+    await done.drain();
   }
 
   /**
-   * Downloads a blob of known size into memory. A connection that drops midway is picked up with
-   * `Range: bytes=<received>-`, so a retry costs only what was missing. Verifies the digest.
+   * Downloads a blob of known size into memory, hashing it as it arrives (no second pass over
+   * it). A connection that drops midway is picked up with `Range: bytes=<received>-`, so a retry
+   * costs only what was missing. Verifies the digest.
    */
   async getBlob(repo: string, digest: string, size: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(size);
     let got = 0;
+    let hash = createHash('sha256');
     for (let attempt = 0; ; attempt++) {
       try {
         const res = await this.request({
@@ -207,16 +216,28 @@ export class RegistryClient {
           headers: got > 0 ? { range: `bytes=${got}-` } : {},
           ok: [200, 206],
         });
-        if (res.status === 200) got = 0; // the registry ignored Range: start over
-        if (!res.body) throw new Error('empty response body');
-        for await (const part of res.body as AsyncIterable<Uint8Array>) {
-          if (got + part.length > size)
-            throw new TransientError(
-              `blob ${digest} from ${this.registry} is larger than its descriptor says (${size})`,
-            );
-          buf.set(part, got);
-          got += part.length;
+        if (res.status === 200 && got > 0) {
+          got = 0; // the registry ignored Range: start over
+          hash = createHash('sha256');
         }
+        await new Promise<void>((resolve, reject) => {
+          const body = res.body;
+          body.on('data', (part: Buffer) => {
+            if (got + part.length > size) {
+              body.destroy();
+              reject(
+                new TransientError(`blob ${digest} from ${this.registry} is larger than its descriptor says (${size})`),
+              );
+              return;
+            }
+            part.copy(buf, got);
+            hash.update(part);
+            got += part.length;
+          });
+          body.once('end', resolve);
+          body.once('error', reject);
+          body.once('close', resolve);
+        });
         if (got !== size) throw new Error(`connection closed after ${got} of ${size} bytes`);
         break;
       } catch (err) {
@@ -229,7 +250,7 @@ export class RegistryClient {
         await sleep(this.retryDelayMs * 2 ** attempt);
       }
     }
-    const actual = await sha256Digest(buf);
+    const actual = `sha256:${hash.digest('hex')}`;
     if (actual !== digest)
       throw new TransientError(
         `blob ${digest} from ${this.registry}/${repo} failed verification: its content hashes to ${actual}`,
@@ -237,25 +258,25 @@ export class RegistryClient {
     return buf;
   }
 
-  private location(res: Response): string {
-    const loc = res.headers.get('location');
+  private location(res: HttpResponse): string {
+    const loc = res.header('location');
     if (!loc) throw new TransientError(`registry ${this.registry} opened an upload without a Location`);
     return loc;
   }
 
   /** One request with auth and retries; statuses outside `ok` become errors. */
-  private async request(init: RequestInit): Promise<Response> {
+  private async request(init: RequestInit): Promise<HttpResponse> {
     const url = new URL(init.url, this.base).toString();
     let answeredChallenge = false;
     for (let attempt = 0; ;) {
       const authorization = await this.auth.header(init.scopes);
-      let res: Response;
+      let res: HttpResponse;
       try {
-        res = await this.fetchImpl(url, {
+        res = await this.http.request({
           method: init.method,
+          url,
           headers: { ...init.headers, ...(authorization ? { authorization } : {}) },
           ...(init.body ? { body: init.body } : {}),
-          redirect: 'follow',
         });
       } catch (err) {
         if (attempt++ >= this.retries) throw wrapNetwork(err, `${init.method} ${url}`);
@@ -264,9 +285,9 @@ export class RegistryClient {
       }
       if (init.ok.includes(res.status)) return res;
       if (res.status === 401 && !answeredChallenge) {
-        await res.arrayBuffer().catch(() => undefined);
+        await res.drain();
         answeredChallenge = true;
-        if (await this.auth.unauthorized(res, init.scopes, authorization)) continue;
+        if (await this.auth.unauthorized(res.header('www-authenticate'), init.scopes, authorization)) continue;
         throw new ConfigError(await this.auth.describeRefusal());
       }
       const text = await res.text().catch(() => '');
