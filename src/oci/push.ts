@@ -1,11 +1,13 @@
 /**
- * Pushing files as a corral image: each file is read once, in order, and cut into chunks; each
- * non-zero chunk is hashed, compressed and uploaded by a bounded pool of workers, skipping every
- * blob the registry already has (HEAD) or can mount from another repository. The manifest lists
- * the chunks in file order, so the same files always give the same manifest digest.
+ * Pushing files as a corral image: each file is read once, in order, and cut into chunks, each
+ * chunk hashed while it is read (one pass over its bytes); each non-zero chunk is compressed and
+ * uploaded by a bounded pool of workers, skipping every blob the registry already has (HEAD) or
+ * can mount from another repository. The manifest lists the chunks in file order, so the same
+ * files always give the same manifest digest. With a chunk cache, a file unchanged since a push
+ * read it is not read again (chunk-cache.ts).
  */
-import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
 import PQueue from 'p-queue';
 import { canonicalJson } from '../util/hash.js';
 import type { RegistryClient } from './client.js';
@@ -23,8 +25,9 @@ import {
   type ImageConfig,
   type ImageManifest,
 } from './format.js';
-import { sha256Digest } from './digest.js';
-import { compressChunk } from './zstd.js';
+import { fileIdentity, type ChunkCache, type FileIdentity } from './chunk-cache.js';
+import { HASH_SLICE, sha256Digest } from './digest.js';
+import { compressChunk, ZSTD_ENCODER } from './zstd.js';
 
 export interface SourceFile extends Omit<FileEntry, 'size'> {
   path: string;
@@ -52,6 +55,8 @@ export interface PushOptions {
   mountFrom?: string[];
   annotations?: Record<string, string>;
   onProgress?: (p: PushProgress) => void;
+  /** Chunk digests of files pushed before, so unchanged files are not read again. */
+  chunkCache?: ChunkCache;
 }
 
 export interface PushStats {
@@ -64,16 +69,47 @@ export interface PushStats {
   mountedBlobs: number;
   /** Uncompressed bytes of the files. */
   totalBytes: number;
+  /** Files taken from the chunk cache (not read unless a blob was missing). */
+  cachedFiles: number;
 }
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** What produced the chunks' blobs: a chunk record made by another encoder or level is not used. */
+const ENCODER = `${ZSTD_ENCODER} level ${ZSTD_LEVEL}`;
+
+/** A chunk as it goes to the registry. */
+interface EncodedChunk {
+  digest: string;
+  blob: Buffer;
+  mediaType: string;
+}
+
+/** The pushed files' chunk records were out of date after all (see pushImage). */
+class StaleChunkRecord extends Error {}
 
 export async function pushImage(
   files: SourceFile[],
   rest: Omit<ImageConfig, 'files' | 'chunkSize' | 'compression' | 'corralFormat'>,
   opts: PushOptions,
 ): Promise<PushStats> {
-  const { client, repository: repo } = opts;
+  try {
+    return await pushOnce(files, rest, opts);
+  } catch (err) {
+    if (!(err instanceof StaleChunkRecord) || !opts.chunkCache) throw err;
+    // A recorded digest did not match the file's bytes: the record lied, so push without any.
+    for (const f of files) await opts.chunkCache.forget(f.path);
+    const { chunkCache: _dropped, ...withoutCache } = opts;
+    return pushOnce(files, rest, withoutCache);
+  }
+}
+
+async function pushOnce(
+  files: SourceFile[],
+  rest: Omit<ImageConfig, 'files' | 'chunkSize' | 'compression' | 'corralFormat'>,
+  opts: PushOptions,
+): Promise<PushStats> {
+  const { client, repository: repo, chunkCache: cache } = opts;
   const stats: PushStats = {
     digest: '',
     chunks: 0,
@@ -83,13 +119,15 @@ export async function pushImage(
     skippedBlobs: 0,
     mountedBlobs: 0,
     totalBytes: 0,
+    cachedFiles: 0,
   };
   const progress: PushProgress = { chunksDone: 0, chunksSeen: 0, bytesRead: 0, bytesTotal: 0, bytesUploaded: 0 };
   const entries: FileEntry[] = [];
+  const identities: FileIdentity[] = [];
   for (const f of files) {
-    const fh = await open(f.path, 'r');
-    const size = (await fh.stat()).size;
-    await fh.close();
+    const identity = await fileIdentity(f.path);
+    identities.push(identity);
+    const size = Number(identity.size);
     entries.push({
       name: f.name,
       size,
@@ -100,17 +138,19 @@ export async function pushImage(
   }
   stats.totalBytes = progress.bytesTotal;
   const uploads = new Map<string, Promise<void>>();
-  const ensureBlob = (digest: string, data: Buffer): Promise<void> => {
+  /** Makes sure the registry has the blob; `data` is only asked for when it must be sent. */
+  const ensureBlob = (digest: string, data: () => Promise<Buffer> | Buffer): Promise<void> => {
     let p = uploads.get(digest);
     if (!p) {
       p = (async () => {
         if (await client.hasBlob(repo, digest)) return void stats.skippedBlobs++;
         for (const from of opts.mountFrom ?? [])
           if (from !== repo && (await client.mountBlob(repo, digest, from))) return void stats.mountedBlobs++;
-        await client.uploadBlob(repo, digest, data, opts.uploadChunkBytes ?? 0);
+        const bytes = await data();
+        await client.uploadBlob(repo, digest, bytes, opts.uploadChunkBytes ?? 0);
         stats.uploadedBlobs++;
-        stats.uploadedBytes += data.length;
-        progress.bytesUploaded += data.length;
+        stats.uploadedBytes += bytes.length;
+        progress.bytesUploaded += bytes.length;
       })();
       uploads.set(digest, p);
     }
@@ -121,28 +161,67 @@ export async function pushImage(
   const layers: Descriptor[] = [];
   const tasks: Promise<void>[] = [];
   let failed = false;
-  const zero = Buffer.alloc(opts.chunkSize);
+  // Buffers are reused: fresh 32 MiB allocations cost a page fault per 4 KiB on every chunk.
   const pool: Buffer[] = [];
+  const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(opts.chunkSize);
   const report = () => opts.onProgress?.({ ...progress });
+  /** Runs a chunk's work on the pool; reading stays at most one pool ahead (~2 × concurrency chunks in memory). */
+  const schedule = async (work: () => Promise<void>) => {
+    const task = queue.add(work);
+    task.catch(() => (failed = true));
+    tasks.push(task as Promise<void>);
+    await queue.onSizeLessThan(opts.concurrency);
+  };
   try {
     for (const [i, f] of files.entries()) {
       const entry = entries[i]!;
+      const record = await cache?.lookup(f.path, identities[i]!, opts.chunkSize, ENCODER);
       const fh = await open(f.path, 'r');
       try {
+        if (record) {
+          // Unchanged since a push read it: HEAD each blob, read back only what the registry lacks.
+          stats.cachedFiles++;
+          stats.chunks += record.chunks;
+          stats.zeroChunks += record.zeroChunks;
+          progress.bytesRead += entry.size;
+          progress.chunksSeen += record.layers.length;
+          for (const layer of record.layers) {
+            if (failed) break;
+            layers.push(layer);
+            await schedule(async () => {
+              const buffer = take();
+              try {
+                await ensureBlob(layer.digest, async () => {
+                  const offset = Number(layer.annotations?.[ANNOTATION.offset]);
+                  const len = Number(layer.annotations?.[ANNOTATION.size]);
+                  const read = await readChunk(fh, buffer.subarray(0, len), offset, f.path);
+                  const encoded = read.digest ? await encodeChunk(buffer.subarray(0, len), read.digest) : undefined;
+                  if (read.digest !== layer.annotations?.[ANNOTATION.digest] || encoded?.digest !== layer.digest)
+                    throw new StaleChunkRecord(`${f.path} at ${offset} no longer matches its chunk record`);
+                  return encoded.blob;
+                });
+              } finally {
+                pool.push(buffer);
+              }
+              progress.chunksDone++;
+              report();
+            });
+          }
+          await Promise.all(tasks);
+          continue;
+        }
+        const readStartedAt = Date.now();
+        const first = layers.length;
+        const chunksBefore = stats.chunks;
+        const zeroBefore = stats.zeroChunks;
         for (let offset = 0; offset < entry.size && !failed; offset += opts.chunkSize) {
           const len = Math.min(opts.chunkSize, entry.size - offset);
-          // Buffers are reused: fresh 32 MiB allocations cost a page fault per 4 KiB on every chunk.
-          const buffer = pool.pop() ?? Buffer.allocUnsafeSlow(opts.chunkSize);
+          const buffer = take();
           const raw = buffer.subarray(0, len);
-          let got = 0;
-          while (got < len) {
-            const { bytesRead } = await fh.read(raw, got, len - got, offset + got);
-            if (bytesRead === 0) throw new Error(`${f.path} shrank while it was being pushed`);
-            got += bytesRead;
-          }
+          const { digest: usha } = await readChunk(fh, raw, offset, f.path);
           progress.bytesRead += len;
           stats.chunks++;
-          if (raw.equals(zero.subarray(0, len))) {
+          if (!usha) {
             stats.zeroChunks++;
             pool.push(buffer);
             report();
@@ -151,36 +230,45 @@ export async function pushImage(
           const slot = layers.length;
           layers.push(undefined as unknown as Descriptor);
           progress.chunksSeen++;
-          const processChunk = async () => {
-            const usha = await sha256Digest(raw);
-            const packed = (await worthCompressing(raw)) ? await compressChunk(raw, ZSTD_LEVEL) : undefined;
-            const digest = packed ? await sha256Digest(packed) : usha;
-            await ensureBlob(digest, packed ?? raw);
-            layers[slot] = chunkDescriptor(
-              f.name,
-              offset,
-              len,
-              usha,
-              digest,
-              (packed ?? raw).length,
-              packed ? CHUNK_MEDIA_TYPE : RAW_CHUNK_MEDIA_TYPE,
-            );
-            progress.chunksDone++;
-            report();
-          };
-          const task = queue.add(async () => {
+          await schedule(async () => {
             try {
-              await processChunk();
+              const encoded = await encodeChunk(raw, usha);
+              await ensureBlob(encoded.digest, () => encoded.blob);
+              layers[slot] = chunkDescriptor(
+                f.name,
+                offset,
+                len,
+                usha,
+                encoded.digest,
+                encoded.blob.length,
+                encoded.mediaType,
+              );
             } finally {
               pool.push(buffer);
             }
+            progress.chunksDone++;
+            report();
           });
-          task.catch(() => (failed = true));
-          tasks.push(task as Promise<void>);
-          // Read ahead by at most one queue's worth: memory stays at ~2 × concurrency chunks.
-          await queue.onSizeLessThan(opts.concurrency);
         }
+        await Promise.all(tasks);
+        if (cache)
+          await cache.store(
+            {
+              path: f.path,
+              chunkSize: opts.chunkSize,
+              encoder: ENCODER,
+              chunks: stats.chunks - chunksBefore,
+              zeroChunks: stats.zeroChunks - zeroBefore,
+              layers: layers.slice(first),
+            },
+            identities[i]!,
+            await fileIdentity(f.path),
+            readStartedAt,
+          );
       } finally {
+        // After a failure, let the chunks in flight finish before their file closes under them.
+        queue.clear();
+        await queue.onIdle();
         await fh.close();
       }
     }
@@ -199,7 +287,7 @@ export async function pushImage(
   };
   const configBytes = Buffer.from(canonicalJson(config));
   const configDigest = sha(configBytes);
-  await ensureBlob(configDigest, configBytes);
+  await ensureBlob(configDigest, () => configBytes);
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MANIFEST_MEDIA_TYPE,
@@ -236,4 +324,47 @@ async function worthCompressing(raw: Buffer): Promise<boolean> {
     raw.length <= 4 * SAMPLE ? raw : Buffer.concat([0, 1, 2, 3].map((i) => raw.subarray(i * step, i * step + SAMPLE)));
   const packed = await compressChunk(sample, 1);
   return packed.length < sample.length * 0.95;
+}
+
+/**
+ * Reads `raw.length` bytes at `offset` into `raw` in slices, hashing each slice as it lands while
+ * it is still in the CPU cache. A chunk that is all zeros so far is not hashed yet: an all-zero
+ * chunk (not stored) costs no hashing at all. Returns the chunk's digest, or none when it is all zeros.
+ */
+async function readChunk(
+  fh: FileHandle,
+  raw: Buffer,
+  offset: number,
+  file: string,
+): Promise<{ digest: string | undefined }> {
+  let hash: Hash | undefined;
+  for (let at = 0; at < raw.length;) {
+    const end = Math.min(at + HASH_SLICE, raw.length);
+    const slice = raw.subarray(at, end);
+    for (let got = 0; got < slice.length;) {
+      const { bytesRead } = await fh.read(slice, got, slice.length - got, offset + at + got);
+      if (bytesRead === 0) throw new Error(`${file} shrank while it was being pushed`);
+      got += bytesRead;
+    }
+    if (hash) hash.update(slice);
+    else if (!isZero(slice)) {
+      hash = createHash('sha256');
+      hash.update(raw.subarray(0, end));
+    }
+    at = end;
+  }
+  return { digest: hash ? `sha256:${hash.digest('hex')}` : undefined };
+}
+
+const ZEROS = Buffer.alloc(HASH_SLICE);
+
+function isZero(b: Buffer): boolean {
+  return b.equals(ZEROS.subarray(0, b.length));
+}
+
+/** Stored raw when a sample does not compress (its digest is then the content digest), else zstd. */
+async function encodeChunk(raw: Buffer, digest: string): Promise<EncodedChunk> {
+  if (!(await worthCompressing(raw))) return { digest, blob: raw, mediaType: RAW_CHUNK_MEDIA_TYPE };
+  const packed = await compressChunk(raw, ZSTD_LEVEL);
+  return { digest: await sha256Digest(packed), blob: packed, mediaType: CHUNK_MEDIA_TYPE };
 }
