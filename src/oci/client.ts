@@ -201,10 +201,11 @@ export class RegistryClient {
   /**
    * Downloads a blob of known size into memory, hashing it as it arrives (no second pass over
    * it). A connection that drops midway is picked up with `Range: bytes=<received>-`, so a retry
-   * costs only what was missing. Verifies the digest.
+   * costs only what was missing. Verifies the digest. `into` (of `size` bytes) is filled and
+   * returned instead of a new buffer.
    */
-  async getBlob(repo: string, digest: string, size: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(size);
+  async getBlob(repo: string, digest: string, size: number, into?: Buffer): Promise<Buffer> {
+    const buf = into?.length === size ? into : Buffer.allocUnsafe(size);
     let got = 0;
     let hash = createHash('sha256');
     for (let attempt = 0; ; attempt++) {

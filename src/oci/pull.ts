@@ -9,6 +9,7 @@ import { appendFile, mkdir, open, readFile, type FileHandle } from 'node:fs/prom
 import path from 'node:path';
 import PQueue from 'p-queue';
 import { TransientError } from '../errors.js';
+import { BufferPool } from './buffer-pool.js';
 import type { RegistryClient } from './client.js';
 import { sha256Digest } from './digest.js';
 import { parseImage, RAW_CHUNK_MEDIA_TYPE, type ChunkLayer, type ImageConfig, type ImageManifest } from './format.js';
@@ -98,6 +99,7 @@ export async function pullImage(
       if ((await fh.stat()).size !== f.size) await fh.truncate(f.size);
     }
     const queue = new PQueue({ concurrency: opts.concurrency });
+    const pool = new BufferPool(image.config.chunkSize);
     let failed = false;
     const report = () => opts.onProgress?.({ ...progress });
     const tasks = chunks.map((c) =>
@@ -105,28 +107,35 @@ export async function pullImage(
         .add(async () => {
           if (failed) return;
           const fh = handles.get(c.file)!;
-          if (journalled.has(key(c)) && (await regionDigest(fh, c.offset, c.size)) === c.uncompressedDigest) {
+          if (journalled.has(key(c)) && (await regionDigest(fh, c.offset, c.size, pool)) === c.uncompressedDigest) {
             stats.resumedChunks++;
           } else {
-            const packed = await opts.client.getBlob(opts.repository, c.blob.digest, c.blob.size);
-            stats.downloadedBlobs++;
-            stats.downloadedBytes += packed.length;
-            progress.bytesDownloaded += packed.length;
-            // getBlob verified the blob's digest; a raw chunk's blob digest is its content digest.
-            const raw =
-              c.blob.mediaType === RAW_CHUNK_MEDIA_TYPE
-                ? packed
-                : await decompressChunk(packed).catch((err: Error) => {
-                    throw new TransientError(`chunk ${c.blob.digest} of ${c.file} does not decompress: ${err.message}`);
-                  });
-            if (
-              raw.length !== c.size ||
-              (c.blob.mediaType !== RAW_CHUNK_MEDIA_TYPE && (await sha256Digest(raw)) !== c.uncompressedDigest)
-            )
-              throw new TransientError(
-                `chunk ${c.blob.digest} of ${c.file} at offset ${c.offset} failed verification: its content is not ${c.uncompressedDigest}`,
-              );
-            await writeSparse(fh, raw, c.offset);
+            const into = pool.take(c.blob.size);
+            try {
+              const packed = await opts.client.getBlob(opts.repository, c.blob.digest, c.blob.size, into);
+              stats.downloadedBlobs++;
+              stats.downloadedBytes += packed.length;
+              progress.bytesDownloaded += packed.length;
+              // getBlob verified the blob's digest; a raw chunk's blob digest is its content digest.
+              const raw =
+                c.blob.mediaType === RAW_CHUNK_MEDIA_TYPE
+                  ? packed
+                  : await decompressChunk(packed).catch((err: Error) => {
+                      throw new TransientError(
+                        `chunk ${c.blob.digest} of ${c.file} does not decompress: ${err.message}`,
+                      );
+                    });
+              if (
+                raw.length !== c.size ||
+                (c.blob.mediaType !== RAW_CHUNK_MEDIA_TYPE && (await sha256Digest(raw)) !== c.uncompressedDigest)
+              )
+                throw new TransientError(
+                  `chunk ${c.blob.digest} of ${c.file} at offset ${c.offset} failed verification: its content is not ${c.uncompressedDigest}`,
+                );
+              await writeSparse(fh, raw, c.offset);
+            } finally {
+              pool.give(into);
+            }
             await appendFile(journal, `${key(c)}\n`);
           }
           progress.chunksDone++;
@@ -148,15 +157,19 @@ export async function pullImage(
   return { files, stats };
 }
 
-async function regionDigest(fh: FileHandle, offset: number, size: number): Promise<string> {
-  const buf = Buffer.allocUnsafe(size);
-  let got = 0;
-  while (got < size) {
-    const { bytesRead } = await fh.read(buf, got, size - got, offset + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
+async function regionDigest(fh: FileHandle, offset: number, size: number, pool: BufferPool): Promise<string> {
+  const buf = pool.take(size);
+  try {
+    let got = 0;
+    while (got < size) {
+      const { bytesRead } = await fh.read(buf, got, size - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return await sha256Digest(buf.subarray(0, got));
+  } finally {
+    pool.give(buf);
   }
-  return sha256Digest(buf.subarray(0, got));
 }
 
 const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
