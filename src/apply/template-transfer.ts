@@ -10,6 +10,7 @@ import { ConfigError } from '../errors.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import { templateName } from '../hypervisor/names.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { ChunkCache } from '../oci/chunk-cache.js';
 import { RegistryClient } from '../oci/client.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { DEFAULT_CHUNK_SIZE } from '../oci/format.js';
@@ -76,8 +77,8 @@ export async function pushTemplate(
       },
       ...(provenance !== undefined ? { provenance } : {}),
     },
-    pushTarget(ref, deps.credentials, opts),
-  );
+    pushTarget(ref, deps.credentials, opts, deps.stateDir),
+  ).finally(() => pruneChunkCache(deps.stateDir));
 }
 
 /** A disk image file as a base image (`base: {oci}` in a profile): one `disk` file, no template. */
@@ -86,17 +87,32 @@ export async function pushBaseFile(
   ref: Reference,
   credentials: CredentialStore,
   opts: PushTemplateOptions,
+  stateDir?: string,
 ): Promise<PushStats> {
   if (ref.digest) throw new ConfigError(`push to a tag, not a digest: ${formatReference(ref)}`);
   const head = Buffer.alloc(4);
   const fh = await open(file, 'r');
   await fh.read(head, 0, 4, 0).finally(() => fh.close());
   const format = head.readUInt32BE(0) === 0x514649fb ? 'qcow2' : 'raw';
-  return pushImage([{ name: 'disk', path: file, format }], {}, pushTarget(ref, credentials, opts));
+  return pushImage([{ name: 'disk', path: file, format }], {}, pushTarget(ref, credentials, opts, stateDir)).finally(
+    () => stateDir && pruneChunkCache(stateDir),
+  );
+}
+
+/** Chunk digests of pushed files (src/oci/chunk-cache.ts), so an unchanged file is not read again. */
+function chunkCache(stateDir: string): ChunkCache {
+  return new ChunkCache(path.join(stateDir, 'oci-chunks'));
+}
+
+/** Forgets files that are gone (a pruned template's disk); never fails a push. */
+async function pruneChunkCache(stateDir: string): Promise<void> {
+  await chunkCache(stateDir)
+    .prune()
+    .catch(() => undefined);
 }
 
 /** Where and how a push goes: the same for a template and for a base image file. */
-function pushTarget(ref: Reference, credentials: CredentialStore, opts: PushTemplateOptions) {
+function pushTarget(ref: Reference, credentials: CredentialStore, opts: PushTemplateOptions, stateDir?: string) {
   return {
     client: clientFor(ref, credentials),
     repository: ref.repository,
@@ -106,6 +122,7 @@ function pushTarget(ref: Reference, credentials: CredentialStore, opts: PushTemp
     ...(opts.uploadChunkBytes ? { uploadChunkBytes: opts.uploadChunkBytes } : {}),
     ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(stateDir ? { chunkCache: chunkCache(stateDir) } : {}),
   };
 }
 

@@ -54,7 +54,7 @@ export const pushCommand: Command = {
         `${formatBytes(p.bytesRead)}/${formatBytes(p.bytesTotal)} read, ${p.chunksDone}/${p.chunksSeen} chunks, ${formatBytes(p.bytesUploaded)} sent`,
       );
     const stats = file
-      ? await pushBaseFile(file, ref, credentials, { ...options, onProgress })
+      ? await pushBaseFile(file, ref, credentials, { ...options, onProgress }, ctx.config.stateDir)
       : await pushTemplate(
           {
             hypervisor: (await openRuntime(ctx)).hypervisor,
@@ -67,7 +67,7 @@ export const pushCommand: Command = {
           { ...options, onProgress },
         );
     progress.done(
-      `${stats.chunks} chunks (${stats.zeroChunks} zero), ${stats.uploadedBlobs} blobs uploaded (${formatBytes(stats.uploadedBytes)}), ${stats.skippedBlobs} already there, ${stats.mountedBlobs} mounted`,
+      `${stats.chunks} chunks (${stats.zeroChunks} zero), ${stats.uploadedBlobs} blobs uploaded (${formatBytes(stats.uploadedBytes)}), ${stats.skippedBlobs} already there, ${stats.mountedBlobs} mounted${stats.cachedFiles ? `, ${stats.cachedFiles} unchanged file(s) not re-read` : ''}`,
     );
     const pushed = formatReference({ ...ref, digest: stats.digest });
     if (ctx.json) ctx.io.out(`${JSON.stringify({ template, reference: pushed, ...stats }, null, 2)}\n`);
