@@ -5,6 +5,7 @@
  * act on the n-th blob download.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -17,6 +18,8 @@ export interface Registry {
   host: string;
   /** Blob storage root (docker/registry/v2/…) for tests that corrupt a blob. */
   storage: string;
+  /** CPU time (user + system) the registry process has used so far, in ms (Linux /proc), for benchmarks. */
+  cpuMs(): number;
   stop(): Promise<void>;
 }
 
@@ -80,6 +83,11 @@ ${auth}`;
   return {
     host,
     storage,
+    cpuMs() {
+      // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(fields[11]) + Number(fields[12])) * 10;
+    },
     stop() {
       stopped ??= stop();
       return stopped;
