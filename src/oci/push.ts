@@ -25,6 +25,7 @@ import {
   type ImageConfig,
   type ImageManifest,
 } from './format.js';
+import { BufferPool } from './buffer-pool.js';
 import { fileIdentity, type ChunkCache, type FileIdentity } from './chunk-cache.js';
 import { HASH_SLICE, sha256Digest } from './digest.js';
 import { compressChunk, ZSTD_ENCODER } from './zstd.js';
@@ -161,9 +162,7 @@ async function pushOnce(
   const layers: Descriptor[] = [];
   const tasks: Promise<void>[] = [];
   let failed = false;
-  // Buffers are reused: fresh 32 MiB allocations cost a page fault per 4 KiB on every chunk.
-  const pool: Buffer[] = [];
-  const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(opts.chunkSize);
+  const pool = new BufferPool(opts.chunkSize);
   const report = () => opts.onProgress?.({ ...progress });
   /** Runs a chunk's work on the pool; reading stays at most one pool ahead (~2 × concurrency chunks in memory). */
   const schedule = async (work: () => Promise<void>) => {
@@ -189,7 +188,7 @@ async function pushOnce(
             if (failed) break;
             layers.push(layer);
             await schedule(async () => {
-              const buffer = take();
+              const buffer = pool.take();
               try {
                 await ensureBlob(layer.digest, async () => {
                   const offset = Number(layer.annotations?.[ANNOTATION.offset]);
@@ -201,7 +200,7 @@ async function pushOnce(
                   return encoded.blob;
                 });
               } finally {
-                pool.push(buffer);
+                pool.give(buffer);
               }
               progress.chunksDone++;
               report();
@@ -216,14 +215,14 @@ async function pushOnce(
         const zeroBefore = stats.zeroChunks;
         for (let offset = 0; offset < entry.size && !failed; offset += opts.chunkSize) {
           const len = Math.min(opts.chunkSize, entry.size - offset);
-          const buffer = take();
+          const buffer = pool.take();
           const raw = buffer.subarray(0, len);
           const { digest: usha } = await readChunk(fh, raw, offset, f.path);
           progress.bytesRead += len;
           stats.chunks++;
           if (!usha) {
             stats.zeroChunks++;
-            pool.push(buffer);
+            pool.give(buffer);
             report();
             continue;
           }
@@ -244,7 +243,7 @@ async function pushOnce(
                 encoded.mediaType,
               );
             } finally {
-              pool.push(buffer);
+              pool.give(buffer);
             }
             progress.chunksDone++;
             report();
