@@ -309,6 +309,9 @@ async function pushOnce(
   return stats;
 }
 
+/** Compressed data must be smaller than this share of the raw bytes to be stored compressed. */
+const MIN_SAVING = 0.95;
+
 /** Sampled slices: 4 × 64 KiB spread over the chunk. */
 const SAMPLE = 64 * 1024;
 
@@ -322,7 +325,7 @@ async function worthCompressing(raw: Buffer): Promise<boolean> {
   const sample =
     raw.length <= 4 * SAMPLE ? raw : Buffer.concat([0, 1, 2, 3].map((i) => raw.subarray(i * step, i * step + SAMPLE)));
   const packed = await compressChunk(sample, 1);
-  return packed.length < sample.length * 0.95;
+  return packed.length < sample.length * MIN_SAVING;
 }
 
 /**
@@ -361,9 +364,15 @@ function isZero(b: Buffer): boolean {
   return b.equals(ZEROS.subarray(0, b.length));
 }
 
-/** Stored raw when a sample does not compress (its digest is then the content digest), else zstd. */
+/**
+ * Stored raw (its digest is then the content digest) when a sample does not compress, or when the
+ * whole chunk saves less than 5% (a pull then neither decompresses nor re-hashes it); else zstd.
+ * Both tests look at the bytes alone, so the same chunk is always stored the same way.
+ */
 async function encodeChunk(raw: Buffer, digest: string): Promise<EncodedChunk> {
-  if (!(await worthCompressing(raw))) return { digest, blob: raw, mediaType: RAW_CHUNK_MEDIA_TYPE };
+  const stored = { digest, blob: raw, mediaType: RAW_CHUNK_MEDIA_TYPE };
+  if (!(await worthCompressing(raw))) return stored;
   const packed = await compressChunk(raw, ZSTD_LEVEL);
+  if (packed.length >= raw.length * MIN_SAVING) return stored;
   return { digest: await sha256Digest(packed), blob: packed, mediaType: CHUNK_MEDIA_TYPE };
 }

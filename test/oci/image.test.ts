@@ -2,7 +2,7 @@
  * The chunked image format against a real registry (Debian's docker-registry on 127.0.0.1),
  * through a counting proxy so every claim about what was sent or fetched is checked on the wire.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile, readdir, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -155,6 +155,31 @@ console.log('finished');
     expect(ps.downloadedBlobs).toBe(9 - ps.resumedChunks);
     expect(proxy.blobDownloads().length).toBe(1 + ps.downloadedBlobs); // config + missing chunks
     expect(await sameBytes(pulled['disk']!, path.join(dir, 'disk'))).toBe(true);
+  });
+
+  it('stores a chunk raw when its sample compresses but the whole chunk saves under 5%', async () => {
+    // 1 MiB of random bytes with 8 KiB of zeros where each of the four 64 KiB sample slices starts:
+    // the sample shrinks by ~12%, the chunk by ~3%.
+    const mib = 1024 * 1024;
+    const data = randomBytes(mib);
+    const step = Math.floor((mib - 64 * 1024) / 3);
+    for (let i = 0; i < 4; i++) data.fill(0, i * step, i * step + 8192);
+    const file = path.join(dir, 'barely');
+    await writeFile(file, data);
+    const stats = await pushImage(
+      [{ name: 'disk', path: file }],
+      {},
+      { client, repository: 't/barely', tag: 'v1', chunkSize: mib, concurrency: 1 },
+    );
+    const image = await fetchImage(client, 't/barely', stats.digest);
+    expect(image!.chunks.map((c) => c.blob.mediaType)).toEqual(['application/vnd.corral.chunk.v1']);
+    expect(image!.chunks[0]!.blob.digest).toBe(`sha256:${createHash('sha256').update(data).digest('hex')}`);
+    const { files: pulled } = await pullImage(image!, path.join(dir, 'pull-barely'), {
+      client,
+      repository: 't/barely',
+      concurrency: 1,
+    });
+    expect((await readFile(pulled['disk']!)).equals(data)).toBe(true);
   });
 
   it('a corrupted blob fails verification', async () => {
