@@ -8,8 +8,11 @@
  * Fair by construction: every contender moves the same disk; the contenders take turns within
  * each run (cp, corral, skopeo), so a machine whose load drifts hurts them alike; before each
  * timed read of a file the file is read once, so each starts from the same warm page cache; each
- * push goes to a fresh registry that has nothing yet. The skopeo image is built once, before any
- * timing: its gzip compression is not counted, corral's zstd is. corral's pull ends with an fsync
+ * push goes to a fresh registry that has nothing yet. Both push paths start from the disk file and
+ * end with it in the registry: corral's includes chunking, hashing and zstd; the skopeo/gzip path
+ * is `tar | gzip` of the disk into a one-layer image (timed once, from a warm cache; the digests the
+ * image layout needs are computed outside the timing) plus `skopeo copy` of it, and the copy alone
+ * is printed too. Both pull paths end with a usable disk: corral's pull ends with an fsync
  * of the pulled files (a template must survive a crash once it lands); cp and skopeo+tar do not sync.
  * The registry's own CPU time is printed per push: the registry hashes and stores every byte it is
  * sent, so its CPU time over the machine's cores bounds any client's push from below.
@@ -53,13 +56,17 @@ const range = (xs: number[], d = 0) => `${round(Math.min(...xs), d)}–${round(M
 interface Timed {
   ms: number;
   registryCpuMs: number;
+  /** This process's CPU time: corral's for corral's runs (0 for skopeo's, which run in children). */
+  ownCpuMs: number;
 }
 
-/** Times `fn` and the registry's CPU time during it. */
+/** Times `fn`, and the registry's and this process's CPU time during it. */
 async function timed<T>(registry: Registry, fn: () => Promise<T>): Promise<Timed & { value: T }> {
   const cpu0 = registry.cpuMs();
+  const own0 = process.cpuUsage();
   const { ms, value } = await timeMs(fn);
-  return { ms, registryCpuMs: registry.cpuMs() - cpu0, value };
+  const own = process.cpuUsage(own0);
+  return { ms, registryCpuMs: registry.cpuMs() - cpu0, ownCpuMs: (own.user + own.system) / 1000, value };
 }
 
 export async function benchOci(): Promise<BenchResult[]> {
@@ -75,7 +82,8 @@ export async function benchOci(): Promise<BenchResult[]> {
     const disk = join(work, 'disk.raw');
     await makeDisk(disk);
     // The skopeo/gzip path: a one-layer OCI image (tar+gzip of the disk), built before any timing.
-    const { dir: layout, layer } = await gzipLayout(work, disk);
+    await warm(disk);
+    const { dir: layout, layer, gzipMs } = await gzipLayout(work, disk);
     const files = [{ name: 'disk', path: disk, format: 'raw' }];
     const pushOpts = (client: RegistryClient, repository: string, tag: string): PushOptions => ({
       client,
@@ -156,10 +164,12 @@ export async function benchOci(): Promise<BenchResult[]> {
     const cp = median(cpMs);
     const ms = (xs: Timed[]) => median(xs.map((x) => x.ms));
     const cpu = (xs: Timed[]) => median(xs.map((x) => x.registryCpuMs));
+    const own = (xs: Timed[]) => median(xs.map((x) => x.ownCpuMs));
     const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]!);
     const pushVsCp = cp / ms(push);
     const pullVsCp = cp / ms(pull);
-    const pushVsSkopeo = ms(sPush) / ms(push);
+    const pushVsSkopeo = (gzipMs + ms(sPush)) / ms(push);
+    const pushVsCopy = ms(sPush) / ms(push);
     const pullVsSkopeo = ms(sPull) / ms(pull);
     const pushFloor = cpu(push) / cores;
     const load = `${range(loads, 1)}`;
@@ -171,22 +181,29 @@ export async function benchOci(): Promise<BenchResult[]> {
           range: range(push.map((x) => x.ms)),
           cpMs: Math.round(cp),
           cpRange: range(cpMs),
-          skopeoGzipMs: Math.round(ms(sPush)),
+          skopeoGzipMs: Math.round(gzipMs + ms(sPush)),
+          gzipMs: Math.round(gzipMs),
+          skopeoCopyMs: Math.round(ms(sPush)),
           'speed vs cp': round(pushVsCp),
           'faster than skopeo/gzip': round(pushVsSkopeo),
-          'per-run vs skopeo': range(
+          'faster than skopeo copy alone': round(pushVsCopy),
+          'per-run vs skopeo/gzip': range(
             ratios(
-              sPush.map((x) => x.ms),
+              sPush.map((x) => gzipMs + x.ms),
               push.map((x) => x.ms),
             ),
             2,
           ),
           registryCpuMs: Math.round(cpu(push)),
+          corralCpuMs: Math.round(own(push)),
           skopeoRegistryCpuMs: Math.round(cpu(sPush)),
           [`registry-bound floor on ${cores} cores ms`]: Math.round(pushFloor),
           digest: lastDigest.slice(0, 19),
         },
-        target: { text: '≥ 0.8 × cp and ≥ 4 × skopeo/gzip', met: pushVsCp >= 0.8 && pushVsSkopeo >= 4 },
+        target: {
+          text: '≥ 0.8 × cp and ≥ 4 × skopeo/gzip (disk to registry: tar|gzip + skopeo copy)',
+          met: pushVsCp >= 0.8 && pushVsSkopeo >= 4,
+        },
       },
       {
         name: `oci: pull of the same disk, verified, decompressed and synced to a usable sparse file (median of ${RUNS})`,
@@ -205,6 +222,7 @@ export async function benchOci(): Promise<BenchResult[]> {
             2,
           ),
           registryCpuMs: Math.round(cpu(pull)),
+          corralCpuMs: Math.round(own(pull)),
         },
         target: { text: '≥ 0.8 × cp and ≥ 4 × skopeo/gzip', met: pullVsCp >= 0.8 && pullVsSkopeo >= 4 },
       },
@@ -264,12 +282,14 @@ async function benchZstd(): Promise<BenchResult> {
   };
 }
 
-async function gzipLayout(work: string, disk: string): Promise<{ dir: string; layer: string }> {
+async function gzipLayout(work: string, disk: string): Promise<{ dir: string; layer: string; gzipMs: number }> {
   const layout = join(work, 'gzip-layout');
   const blobs = join(layout, 'blobs', 'sha256');
   await mkdir(blobs, { recursive: true });
   const layer = join(work, 'layer.tar.gz');
-  await execa('bash', ['-c', `tar -C "$(dirname "$1")" -cf - "$(basename "$1")" | gzip -c > "$2"`, 'x', disk, layer]);
+  const { ms: gzipMs } = await timeMs(() =>
+    execa('bash', ['-c', `tar -C "$(dirname "$1")" -cf - "$(basename "$1")" | gzip -c > "$2"`, 'x', disk, layer]),
+  );
   const layerDigest = await fileSha(layer);
   const diffId = (await execa('bash', ['-c', 'gzip -dc "$1" | sha256sum', 'x', layer])).stdout.split(' ')[0]!;
   await execa('mv', [layer, join(blobs, layerDigest)]);
@@ -312,7 +332,7 @@ async function gzipLayout(work: string, disk: string): Promise<{ dir: string; la
       ],
     }),
   );
-  return { dir: layout, layer: join(blobs, layerDigest) };
+  return { dir: layout, layer: join(blobs, layerDigest), gzipMs };
 }
 
 function sha(b: Buffer): string {
