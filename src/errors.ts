@@ -3,6 +3,8 @@
  * - ConfigError: the operator's input is wrong; retrying will not help. Carries every problem found.
  * - CommandError: an external command (virsh, qemu-img, …) failed; keeps command, exit code and stderr.
  * - TransientError: worth retrying later with back-off (a busy lock, a hypervisor hiccup).
+ *   HostError is the kind that says the host is at fault (a permission, a missing daemon): it is
+ *   reported with its message and backed off, and never judged as a guest's failure.
  */
 import { oneLine } from './util/escape.js';
 
@@ -48,10 +50,15 @@ export class CommandError extends Error {
 }
 
 export class TransientError extends Error {
-  override readonly name = 'TransientError';
+  override readonly name: string = 'TransientError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }
+}
+
+/** The host cannot do what corral needs (a file it may not read, libvirt failing to start a guest). */
+export class HostError extends TransientError {
+  override readonly name = 'HostError';
 }
 
 /** Raised when another process holds the state-dir lock; cron callers get a distinct exit code. */

@@ -23,6 +23,12 @@ export interface GuestMeta {
 
 export type Verdict = { ok: true } | { ok: false; reason: string };
 
+/**
+ * What a running runner said on its status channel: nothing yet (`booting`), `ready` (or `idle`
+ * after a job), or `busy` with a job. Only a ready runner counts as capacity.
+ */
+export type RunnerCondition = 'booting' | 'ready' | 'busy';
+
 export interface ObservedGuest {
   name: string;
   role: Role;
@@ -35,6 +41,10 @@ export interface ObservedGuest {
   meta: GuestMeta;
   /** Rebuild guests that are no longer running: what the status channel said (crash = failed). */
   verdict?: Verdict;
+  /** Running runners: what the guest last said (absent when the backend cannot tell: counts as ready). */
+  condition?: RunnerCondition;
+  /** Running runners: ISO time the condition was last seen to change, when the backend knows it. */
+  conditionSince?: string;
 }
 
 export interface Observation {

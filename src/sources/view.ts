@@ -3,6 +3,9 @@
 export type BaseSpec =
   { kind: 'file'; file: string } | { kind: 'url'; url: string; sha256: string } | { kind: 'oci'; ref: string };
 
+/** How a guest reaches the network: `user` (QEMU user-mode, the default), a libvirt network or a host bridge. */
+export type GuestNetwork = 'user' | { network: string } | { bridge: string };
+
 export interface GuestSpec {
   cpus: number;
   memoryMiB: number;
@@ -12,13 +15,14 @@ export interface GuestSpec {
   kernel?: string;
   initrd?: string;
   cmdline?: string;
+  network?: GuestNetwork;
 }
 
 export interface ProvisionSpec {
   /** Absolute path of the provisioning dir; its files go onto the seed disk. */
   dir: string;
-  /** Entry script, relative to dir. */
-  entry: string;
+  /** Entry script, relative to dir; absent for a cloud-init dir (`user-data`), which cloud-init runs itself. */
+  entry?: string;
   timeoutSeconds: number;
 }
 
@@ -47,6 +51,8 @@ export interface CompiledProfile {
   provision: ProvisionSpec;
   rebuild: { maxAgeSeconds?: number };
   labels: Record<string, string>;
+  /** How runners are replaced when a new template lands. */
+  rollout?: { drainTimeoutSeconds: number };
   inputs: InputFile[];
   /** sha256 over everything that goes into the image (not the runner count). */
   inputsHash: string;

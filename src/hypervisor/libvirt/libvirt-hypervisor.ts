@@ -3,23 +3,25 @@
  * qemu-img or genisoimage (via the injected Exec), so failures arrive as CommandErrors.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { ensureBaseImage } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest } from './destroy.js';
-import { rootDiskOf } from './devices-xml.js';
+import { ChannelPump, hostErrorFor } from './channels.js';
+import { currentOwner, rootDiskOf, type SocketOwner } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
 import { execaExec, type Exec } from './exec.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
 import { createOverlay } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
-import { buildSeedIso } from './seed.js';
+import { buildRunnerSeed, buildSeedIso } from './seed.js';
 import { parseDomstate, verdictFor } from './status.js';
-import { createVirsh, isNoDomain, type Virsh } from './virsh.js';
+import { createVirsh, isNoDomain, startGuest, type Virsh } from './virsh.js';
 
 export interface LibvirtDeps {
   /** e.g. `qemu:///system`, or a sandbox's `qemu+unix:///system?socket=…`. */
@@ -31,6 +33,14 @@ export interface LibvirtDeps {
   exec?: Exec;
   /** Domain type for generated XML: `qemu` (TCG, the default) or `kvm`. */
   domainType?: string;
+  /**
+   * Connect to guests' status and console sockets and write down what they say (channels.ts).
+   * Only the state-dir lock holder does (a socket serves one client); read-only commands read
+   * what it wrote. Default true.
+   */
+  attachChannels?: boolean;
+  /** This host's name, written on every runner's seed (default os.hostname()). */
+  hostName?: string;
 }
 
 export class LibvirtHypervisor implements Hypervisor {
@@ -41,6 +51,9 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly domainType: string;
+  private readonly pump: ChannelPump | undefined;
+  private readonly owner: SocketOwner = currentOwner();
+  private readonly hostName: string;
   /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
   private readonly metaMemo = new Map<string, GuestMeta>();
   /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
@@ -53,10 +66,42 @@ export class LibvirtHypervisor implements Hypervisor {
     this.prefix = deps.prefix;
     this.log = deps.log.child({ hypervisor: 'libvirt' });
     this.domainType = deps.domainType ?? 'qemu';
+    this.pump = deps.attachChannels === false ? undefined : new ChannelPump(this.log);
+    this.hostName = deps.hostName ?? os.hostname();
   }
 
-  observe(): Promise<Observation> {
-    return observeGuests({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, metaMemo: this.metaMemo });
+  async observe(): Promise<Observation> {
+    const ctx = { virsh: this.virsh, prefix: this.prefix, layout: this.layout, metaMemo: this.metaMemo };
+    const first = await observeGuests(ctx);
+    const pump = this.pump;
+    if (!pump) return first;
+    const unattached = first.guests.filter(
+      (g) => g.state === 'running' && g.role !== 'template' && !pump.attached(g.name),
+    );
+    if (unattached.length === 0) return first;
+    await Promise.all(unattached.map((g) => this.attach(g.name)));
+    // What a guest had queued arrives at once on connecting (its write blocked until we came).
+    await new Promise((r) => setTimeout(r, 100));
+    return observeGuests(ctx);
+  }
+
+  private async attach(name: string): Promise<void> {
+    const files = filesForName(this.layout, this.prefix, name);
+    if (!files || !this.pump) return;
+    await this.pump.attach(name, files);
+  }
+
+  /** Creates the dirs corral keeps guest files in, with the modes the host needs (see docs/operating.md). */
+  private async ensureDirs(): Promise<void> {
+    const l = this.layout;
+    // qemu (another user on a stock host) opens disks and seeds itself: it must traverse these.
+    for (const d of [l.root, l.templatesDir, l.runnersDir, l.seedsDir, l.runnerSeedsDir, l.statusDir, l.logsDir]) {
+      await mkdir(d, { recursive: true });
+    }
+    // Sockets are created by libvirtd (root) and used through descriptors: nobody else need enter.
+    await mkdir(l.socketsDir, { recursive: true, mode: 0o700 });
+    await chmod(l.socketsDir, 0o700);
+    for (const d of [l.statusDir, l.logsDir]) await chmod(d, 0o700);
   }
 
   async startBuild(req: BuildRequest): Promise<void> {
@@ -66,14 +111,14 @@ export class LibvirtHypervisor implements Hypervisor {
     if (await this.exists(req.name)) throw new Error(`cannot start build ${req.name}: a guest of that name exists`);
     const log = this.log.child({ guest: req.name, profile: req.profile.name });
     const l = this.layout;
-    await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
+    await this.ensureDirs();
     const files = buildFiles(l, parsed.profile, parsed.gen);
     const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
     try {
       await createOverlay(this.exec, base, files.disk);
       await buildSeedIso(this.exec, req.profile.provision, files.seed);
-      // A stale verdict from an earlier attempt must never be read as this build's.
-      await writeFile(files.status, '');
+      // A stale verdict or console from an earlier attempt must never be read as this build's.
+      await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
       const boot = await this.copyBootFiles(req, files.disk);
       const input = {
         name: req.name,
@@ -82,6 +127,7 @@ export class LibvirtHypervisor implements Hypervisor {
         ...files,
         ...boot,
         domainType: this.domainType,
+        owner: this.owner,
       };
       await this.virsh.define(await rebuildDomainXml(input));
     } catch (err) {
@@ -92,8 +138,14 @@ export class LibvirtHypervisor implements Hypervisor {
       );
       throw err;
     }
-    // From here on a failure leaves a defined rebuild guest without verdict: the next pass discards it.
-    await this.virsh.run(['start', req.name]);
+    // A guest libvirt cannot start is the host's problem: undefine it (with its files) and say so.
+    try {
+      await startGuest(this.virsh, req.name);
+    } catch (err) {
+      await this.destroy(req.name).catch(() => undefined);
+      throw err;
+    }
+    await this.attach(req.name);
     log.info({ disk: files.disk, base }, 'rebuild guest started');
   }
 
@@ -128,9 +180,13 @@ export class LibvirtHypervisor implements Hypervisor {
       if (isNoDomain(err)) return { done: true, verdict: { ok: false, reason: 'guest vanished' } };
       throw err;
     }
-    const status = filesForName(this.layout, this.prefix, name)?.status;
-    if (!status) throw new Error(`${name} is not a corral guest name`);
-    const verdict = await verdictFor(parseDomstate(out), status);
+    const files = filesForName(this.layout, this.prefix, name);
+    if (!files) throw new Error(`${name} is not a corral guest name`);
+    const state = parseDomstate(out);
+    if (state.state === 'running') await this.attach(name);
+    // A stopped guest's last words may still be on their way from its socket.
+    else await this.pump?.settle(name);
+    const verdict = await verdictFor(state, files.status);
     return verdict ? { done: true, verdict } : { done: false };
   }
 
@@ -148,7 +204,7 @@ export class LibvirtHypervisor implements Hypervisor {
     const files = runnerFiles(this.layout, req.name);
     const t = parseName(this.prefix, req.template);
     if (t?.role !== 'template') throw new Error(`${req.template} is not a template guest name`);
-    await Promise.all([this.layout.runnersDir, this.layout.statusDir].map((d) => mkdir(d, { recursive: true })));
+    await this.ensureDirs();
     // The overlay is made under a temp name and only renamed once define has succeeded, so a
     // clash with an existing guest of this name never touches that guest's disk.
     const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
@@ -156,22 +212,36 @@ export class LibvirtHypervisor implements Hypervisor {
       const templateXml = await this.templateDomainXml(req.template);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
       if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-      // libvirt does not open disks at define time, so the overlay and the define run side by side.
-      const [overlay, defined] = await Promise.allSettled([
+      // libvirt does not open disks at define time, so the overlay, the seed and the define run side by side.
+      const identity = { name: req.name, profile: req.profile.name, labels: req.profile.labels, host: this.hostName };
+      const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files, owner: this.owner });
+      const [overlay, seed, defined] = await Promise.allSettled([
         createOverlay(this.exec, templateDisk, tmpDisk),
-        this.virsh.define(runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files })),
+        buildRunnerSeed(this.exec, identity, files.seed),
+        this.virsh.define(xml),
       ]);
-      if (overlay.status === 'rejected') {
+      const failed = [overlay, seed].find((r) => r.status === 'rejected');
+      if (failed) {
         if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
-        throw overlay.reason;
+        if (seed.status === 'fulfilled') await rm(files.seed, { force: true });
+        throw failed.reason;
       }
-      if (defined.status === 'rejected') throw defined.reason;
+      if (defined.status === 'rejected') {
+        await rm(files.seed, { force: true });
+        throw defined.reason;
+      }
       await rename(tmpDisk, files.disk);
     } finally {
       await rm(tmpDisk, { force: true });
     }
-    await writeFile(files.status, '');
-    await this.virsh.run(['start', req.name]);
+    await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
+    try {
+      await startGuest(this.virsh, req.name);
+    } catch (err) {
+      await this.destroy(req.name).catch(() => undefined);
+      throw err;
+    }
+    await this.attach(req.name);
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }
 
@@ -183,15 +253,24 @@ export class LibvirtHypervisor implements Hypervisor {
     return xml;
   }
 
-  destroy(name: string): Promise<void> {
+  async destroy(name: string): Promise<void> {
     this.templateXml.delete(name);
+    await this.pump?.detach(name);
     return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
   }
 
+  /** What corral wrote down of the guest's serial console; a record it may not read is a HostError. */
   async consoleLog(name: string): Promise<string | undefined> {
     const file = filesForName(this.layout, this.prefix, name)?.consoleLog;
     if (!file) return undefined;
-    return readFile(file, 'utf8').catch(() => undefined);
+    await this.pump?.flush(name);
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') return undefined;
+      throw hostErrorFor(e, file, 'read the console log');
+    }
   }
 }
 

@@ -12,7 +12,8 @@ import { hasPrefix, parseName, type ParsedName } from '../names.js';
 import { parseDomstats, parseUuidList } from './domstats.js';
 import { CORRAL_XMLNS, parseMetaElement, type MetaResult } from './metadata.js';
 import { filesForName, type ImageLayout } from './paths.js';
-import { verdictFor, type DomState } from './status.js';
+import { parseCondition, readStatusRecord, verdictFor, type DomState } from './status.js';
+import { stat } from 'node:fs/promises';
 import { virshQuote, type Virsh } from './virsh.js';
 
 export interface ObserveContext {
@@ -101,8 +102,15 @@ async function judge(ctx: ObserveContext, c: Candidate, meta: MetaResult): Promi
     state: state.state,
     meta: meta.meta,
   };
-  if (parsed.role === 'runner') guest.index = parsed.index;
-  else guest.gen = parsed.gen;
+  if (parsed.role === 'runner') {
+    guest.index = parsed.index;
+    const statusFile = filesForName(ctx.layout, ctx.prefix, name)?.status;
+    if (state.state === 'running' && statusFile) {
+      guest.condition = parseCondition(await readStatusRecord(statusFile));
+      const since = await stat(statusFile).catch(() => undefined);
+      if (since) guest.conditionSince = since.mtime.toISOString();
+    }
+  } else guest.gen = parsed.gen;
   if (parsed.role === 'rebuild') {
     // startBuild always points the status channel here, so no domain XML is needed.
     const statusFile = filesForName(ctx.layout, ctx.prefix, name)?.status;

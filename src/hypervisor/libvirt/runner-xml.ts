@@ -1,18 +1,28 @@
 /**
  * A runner's domain XML, derived from its template's: same hardware and metadata, its own name,
- * disk, status file and console log; libvirt assigns a fresh uuid and MAC addresses.
+ * disk, seed (its identity), status and console sockets; libvirt assigns a fresh uuid and MACs.
  */
 import type { GuestMeta } from '../hypervisor.js';
 import { buildDomainXml, child, children, parseDomainXml, type XmlNode } from './domain-xml.js';
-import { diskSerial, ROOT_SERIAL, SEED_SERIAL, setStatusAndConsole } from './devices-xml.js';
+import {
+  diskSerial,
+  ROOT_SERIAL,
+  SEED_SERIAL,
+  seedDisk,
+  setStatusAndConsole,
+  type SocketOwner,
+} from './devices-xml.js';
 import { setMeta } from './metadata.js';
 
 export interface RunnerXmlInput {
   name: string;
   meta: GuestMeta;
   disk: string;
-  status: string;
-  consoleLog: string;
+  /** The runner's own cidata seed (seed.ts, runnerSeed). */
+  seed: string;
+  statusSocket: string;
+  consoleSocket: string;
+  owner: SocketOwner;
 }
 
 export function runnerDomainXml(templateXml: string, input: RunnerXmlInput): string {
@@ -27,8 +37,8 @@ export function runnerDomainXml(templateXml: string, input: RunnerXmlInput): str
   root['source'] = { '@_file': input.disk };
   // The overlay's header names its backing file; a copied chain from the template would be wrong.
   delete root['backingStore'];
-  dev['disk'] = disks;
+  dev['disk'] = [root, seedDisk(input.seed), ...disks.filter((d) => d !== root)];
   for (const nic of children(dev, 'interface')) delete (nic as XmlNode)['mac'];
-  setStatusAndConsole(doc, input.status, input.consoleLog);
+  setStatusAndConsole(doc, input, input.owner);
   return buildDomainXml(doc);
 }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CommandError } from '../../errors.js';
+import { CommandError, HostError } from '../../errors.js';
 import type { Exec } from './exec.js';
 
 export interface BatchResult {
@@ -97,4 +97,18 @@ const NO_DOMAIN = /failed to get domain|Domain not found|no domain with matching
 
 export function isNoDomain(err: unknown): boolean {
   return err instanceof CommandError && NO_DOMAIN.test(err.stderr);
+}
+
+/**
+ * `virsh start`. libvirt refusing to start a guest (virtlogd not running, a disk qemu may not
+ * open, a missing bridge) is a problem of the host, never of the guest: a HostError.
+ */
+export async function startGuest(virsh: Virsh, name: string): Promise<void> {
+  try {
+    await virsh.run(['start', name]);
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+    const detail = err.stderr.trim().split('\n').filter(Boolean).join(' ') || err.message;
+    throw new HostError(`libvirt could not start ${name}: ${detail}`, { cause: err });
+  }
 }
