@@ -1,11 +1,12 @@
 import PQueue from 'p-queue';
+import { HostError } from '../errors.js';
 import type { Logger } from 'pino';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { BackoffStore } from '../state/backoff-store.js';
 import type { EventLog } from '../state/events.js';
-import type { FailedBuildLogs } from '../state/build-logs.js';
+import type { FailedBuildLogs, RunnerLogs } from '../state/build-logs.js';
 import { runBuild, type BuildDeps } from './run-build.js';
 
 export interface ApplyDeps extends BuildDeps {
@@ -15,6 +16,8 @@ export interface ApplyDeps extends BuildDeps {
   backoff: BackoffStore;
   /** Keeps the console log of failed builds (their guest and disks are destroyed). */
   failedLogs?: FailedBuildLogs;
+  /** Keeps the console log of runners that are destroyed (the last N per profile). */
+  runnerLogs?: RunnerLogs;
   profiles: Map<string, CompiledProfile>;
   concurrency: { builds: number; clones: number };
   /** Names of the builds being waited on; the planner treats our other rebuilds as orphans. */
@@ -111,7 +114,19 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   switch (action.action) {
     case 'build': {
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      const result = await runBuild(profile, action.guest, action.gen, deps);
+      let result;
+      try {
+        result = await runBuild(profile, action.guest, action.gen, deps);
+      } catch (err) {
+        if (!(err instanceof HostError)) throw err;
+        // The host failed, not the guest: no verdict is invented, the build is not counted as a
+        // failed build, and the profile waits before trying again so a broken host is not hammered.
+        await keepConsoleLog(action, deps);
+        await hv.destroy(action.guest).catch(() => undefined);
+        const entry = await deps.backoff.recordFailure(action.profile, err.message, deps.clock(), 'host');
+        deps.log.error({ error: err.message, until: entry.until }, 'host problem; backing off');
+        return `host problem: ${err.message}`;
+      }
       if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
       if (result.verdict.ok) {
         await hv.promote(action.guest, action.template);
@@ -131,6 +146,8 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
       await keepConsoleLog(action, deps);
       return void (await hv.destroy(action.guest));
     case 'destroy-runner':
+      await keepRunnerLog(action, deps);
+      return void (await hv.destroy(action.guest));
     case 'retire-template':
       return void (await hv.destroy(action.guest));
     case 'create-runner':
@@ -140,6 +157,7 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
         await createRunner(action.replacement, action, deps);
         await hv.destroy(action.guest);
       } else {
+        await keepRunnerLog(action, deps);
         await hv.destroy(action.guest);
         await createRunner(action.replacement, action, deps);
       }
@@ -177,5 +195,15 @@ async function keepConsoleLog(action: Action, deps: ApplyDeps): Promise<string |
   } catch (error) {
     deps.log.warn({ error: (error as Error).message }, 'could not keep the console log of a failed build');
     return undefined;
+  }
+}
+
+async function keepRunnerLog(action: Action, deps: ApplyDeps): Promise<void> {
+  if (!deps.runnerLogs) return;
+  try {
+    const text = await deps.hypervisor.consoleLog(action.guest);
+    if (text !== undefined && text !== '') await deps.runnerLogs.save(action.profile, action.guest, text, deps.clock());
+  } catch (error) {
+    deps.log.warn({ error: (error as Error).message }, "could not keep a runner's console log");
   }
 }

@@ -61,9 +61,15 @@ export async function runPass(view: CompiledView, deps: PassDeps): Promise<PassR
   return { plan: thePlan, observed, ...applied };
 }
 
+/** How long `reconcile --once` waits for runners to say ready when nothing else moves. */
+export const READY_WAIT_MS = 5 * 60_000;
+
 /**
  * `reconcile --once`: passes until nothing is left to do (a pass may make room for the next one:
- * a promoted template lets runners roll), waiting for the builds each pass starts.
+ * a promoted template lets runners roll), waiting for the builds each pass starts, and for the
+ * runners it started to say ready (a rollover destroys an old runner only once its replacement
+ * is ready), up to READY_WAIT_MS without progress. Busy runners are not waited for: a later run
+ * replaces them once they are idle.
  */
 export async function converge(
   view: CompiledView,
@@ -71,12 +77,23 @@ export async function converge(
   maxPasses = 20,
 ): Promise<{ passes: number; results: ActionResult[]; last: Plan }> {
   const results: ActionResult[] = [];
+  let productive = 0;
+  let lastProgress = deps.clock().getTime();
+  let stopped = false;
+  void deps.stopping?.then(() => (stopped = true));
   for (let passes = 1; ; passes++) {
     const pass = await runPass(view, deps);
-    results.push(...pass.results, ...(await pass.builds));
-    if (pass.plan.actions.length === 0) return { passes, results, last: pass.plan };
-    const progressed = pass.results.concat(await pass.builds).some((r) => r.ok);
-    if (!progressed || passes >= maxPasses) {
+    const builds = await pass.builds;
+    results.push(...pass.results, ...builds);
+    if (pass.plan.actions.length === 0) {
+      const waitMore = pass.plan.booting.length > 0 && deps.clock().getTime() - lastProgress < READY_WAIT_MS;
+      if (!waitMore || stopped) return { passes, results, last: pass.plan };
+      await Promise.race([deps.sleep(deps.pollMs), deps.stopping ?? new Promise(() => undefined)]);
+      continue;
+    }
+    const progressed = pass.results.concat(builds).some((r) => r.ok);
+    if (progressed) lastProgress = deps.clock().getTime();
+    if (!progressed || ++productive >= maxPasses || stopped) {
       // Nothing more will move this run: report what the next pass would wait for, and why.
       return { passes, results, last: (await observeAndPlan(view, deps)).plan };
     }

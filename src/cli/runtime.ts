@@ -4,7 +4,7 @@ import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import { FileDigests } from '../sources/inputs.js';
 import type { CompiledView } from '../sources/view.js';
 import { BackoffStore } from '../state/backoff-store.js';
-import { FailedBuildLogs } from '../state/build-logs.js';
+import { FailedBuildLogs, RunnerLogs } from '../state/build-logs.js';
 import { refreshView } from '../state/refresh-view.js';
 import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
@@ -16,20 +16,34 @@ export interface Runtime {
   events: EventLog;
   backoff: BackoffStore;
   failedLogs: FailedBuildLogs;
+  runnerLogs: RunnerLogs;
   clock: () => Date;
   sleep: (ms: number) => Promise<void>;
   /** How often running builds are looked at. */
   pollMs: number;
 }
 
-/** `readOnly` for `plan` and `status`: the backend is looked at, never changed (nor its saved state). */
-export async function openRuntime(ctx: CommandContext, opts: { readOnly?: boolean } = {}): Promise<Runtime> {
+/**
+ * `readOnly` for `plan` and `status`: the backend is looked at, never changed (nor its saved state).
+ * `holdsLock` for `reconcile` and `watch`: they hold the state-dir lock and so read guests' channels.
+ */
+export async function openRuntime(
+  ctx: CommandContext,
+  opts: { readOnly?: boolean; holdsLock?: boolean } = {},
+): Promise<Runtime> {
   const { config } = ctx;
   return {
-    hypervisor: await createHypervisor(config, { log: ctx.log, clock: ctx.now, env: ctx.env, ...opts }),
+    hypervisor: await createHypervisor(config, {
+      log: ctx.log,
+      clock: ctx.now,
+      env: ctx.env,
+      ...(opts.readOnly ? { readOnly: true } : {}),
+      attachChannels: opts.holdsLock === true,
+    }),
     events: new EventLog(config.stateDir),
     backoff: new BackoffStore(config.stateDir, config.backoff),
     failedLogs: new FailedBuildLogs(config.stateDir),
+    runnerLogs: new RunnerLogs(config.stateDir),
     clock: ctx.now,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,

@@ -22,10 +22,14 @@ export function plan(input: PlanInput): Plan {
   const waits: Wait[] = [];
   // A guest we did not create may sit on a name we would give a runner: never create over it.
   const taken = new Set(observed.unrecognized.map((u) => u.name));
+  const booting: string[] = [];
+  const draining: string[] = [];
   for (const profile of profiles) {
     const result = planProfile(profile, byProfile.get(profile.name) ?? [], now, policy, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
+    booting.push(...result.booting);
+    draining.push(...result.draining);
     byProfile.delete(profile.name);
   }
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
@@ -36,7 +40,7 @@ export function plan(input: PlanInput): Plan {
       ? { ...u, reason: `${u.reason}; it holds a name corral would use, so corral skips that name` }
       : u,
   );
-  return { actions, waits, unrecognized };
+  return { actions, waits, unrecognized, booting, draining };
 }
 
 function planProfile(
@@ -45,7 +49,7 @@ function planProfile(
   now: Date,
   policy: Policy,
   taken: ReadonlySet<string>,
-): { actions: Action[]; waits: Wait[] } {
+): { actions: Action[]; waits: Wait[]; booting: string[]; draining: string[] } {
   const actions: Action[] = [];
   const waits: Wait[] = [];
   const base = { profile: profile.name };
@@ -110,7 +114,9 @@ function planProfile(
     if (backoff && Date.parse(backoff.until) > now.getTime()) {
       waits.push({
         ...base,
-        reason: `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
+        reason: backoff.host
+          ? `${needReason}; backing off after a host problem until ${backoff.until} (${backoff.failures} failure(s); last: ${backoff.lastError})`
+          : `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
       });
     } else {
       const gen = makeGen(now, profile.inputsHash);
@@ -129,8 +135,9 @@ function planProfile(
   // Runners follow the newest current template, or the newest template at all while a rebuild is pending.
   const serving = newest ?? templates[0];
   const runners = guests.filter((g) => g.role === 'runner');
-  const runnerPlan = planRunners(profile, runners, serving, policy, taken);
+  const runnerPlan = planRunners(profile, runners, serving, policy, now, taken);
   actions.push(...runnerPlan.actions);
+  waits.push(...runnerPlan.waits);
   if (!serving && profile.runners > 0) waits.push({ ...base, reason: 'runners wait for the first template' });
 
   const keep = new Set(templates.slice(0, policy.keepTemplates).map((t) => t.name));
@@ -144,7 +151,7 @@ function planProfile(
       reason: `beyond keepTemplates (${policy.keepTemplates}) and no runner uses it`,
     });
   }
-  return { actions, waits };
+  return { actions, waits, booting: runnerPlan.booting, draining: runnerPlan.draining };
 }
 
 /** Guests of a profile that no source declares any more (removed or masked). */

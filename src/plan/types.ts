@@ -6,6 +6,8 @@ export interface BackoffEntry {
   /** ISO time before which no new build of the profile starts. */
   until: string;
   lastError: string;
+  /** The last failure was the host's (a HostError), not a build's. */
+  host?: true;
 }
 
 export interface Policy {
@@ -63,4 +65,8 @@ export interface Plan {
   actions: Action[];
   waits: Wait[];
   unrecognized: Observation['unrecognized'];
+  /** Runners running but not ready yet: `reconcile --once` waits for them (briefly), `watch` looks again soon. */
+  booting: string[];
+  /** Busy runners on outdated templates left to finish their job (never waited for by `reconcile --once`). */
+  draining: string[];
 }

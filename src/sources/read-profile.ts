@@ -6,7 +6,7 @@ import { schemaProblems, type Validators } from '../config/schema.js';
 import { PROFILE_NAME } from '../hypervisor/names.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
-import type { CompiledProfile, GuestSpec } from './view.js';
+import type { CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
 import { confine } from './confine.js';
 
 export const PROFILE_FILE = 'profile.yaml';
@@ -31,9 +31,18 @@ export function profileNameProblem(name: string): string | undefined {
 interface RawProfile {
   runners: number;
   base: { file?: string; url?: string; sha256?: string; oci?: string };
-  guest?: { cpus?: number; memory?: number | string; xml?: string; kernel?: string; initrd?: string; cmdline?: string };
+  guest?: {
+    cpus?: number;
+    memory?: number | string;
+    xml?: string;
+    kernel?: string;
+    initrd?: string;
+    cmdline?: string;
+    network?: GuestNetwork;
+  };
   provision?: { dir?: string; entry?: string; timeout?: number | string };
   rebuild?: { maxAge?: number | string };
+  rollout?: { drainTimeout?: number | string };
   labels?: Record<string, string>;
   override?: boolean;
   mask?: boolean;
@@ -89,15 +98,26 @@ export async function readProfile(
     if (resolved) guest[key] = resolved;
   }
   if (raw.guest?.cmdline !== undefined) guest.cmdline = raw.guest.cmdline;
+  if (raw.guest?.network !== undefined && raw.guest.network !== 'user') guest.network = raw.guest.network;
   if ((guest.kernel === undefined) !== (guest.initrd === undefined) && problems.length === 0) {
     error('/guest', 'direct kernel boot needs both "kernel" and "initrd"');
   }
 
   const provisionDir = await path('/provision/dir', raw.provision?.dir ?? 'provision', dir, 'dir');
-  const entry = raw.provision?.entry ?? 'provision.sh';
   const provisionFiles: string[] = [];
+  let entry = raw.provision?.entry;
+  if (provisionDir && entry === undefined) {
+    // The rule: provision.sh when there is one; else a cloud-init dir (user-data) needs no entry.
+    const has = async (f: string) => (await confine(provisionDir, f, 'file')).ok;
+    if (await has('provision.sh')) entry = 'provision.sh';
+    else if (!(await has('user-data')))
+      error(
+        '/provision',
+        `${relative(dir, provisionDir) || '.'} has neither provision.sh nor a cloud-init user-data: add one, or name the script in provision.entry`,
+      );
+  }
   if (provisionDir) {
-    await path('/provision/entry', entry, provisionDir);
+    if (raw.provision?.entry !== undefined) await path('/provision/entry', raw.provision.entry, provisionDir);
     const listed = await listFiles(provisionDir);
     for (const bad of listed.rejected) error('/provision/dir', bad);
     for (const entryPath of listed.files) {
@@ -112,6 +132,12 @@ export async function readProfile(
     raw.rebuild?.maxAge === undefined ? undefined : checkDuration(raw.rebuild.maxAge, PROFILE_RANGES.maxAge);
   if (maxAge && 'message' in maxAge) error('/rebuild/maxAge', maxAge.message);
   const maxAgeSeconds = maxAge && 'seconds' in maxAge ? maxAge.seconds : undefined;
+  const drain =
+    raw.rollout?.drainTimeout === undefined
+      ? undefined
+      : checkDuration(raw.rollout.drainTimeout, PROFILE_RANGES.drainTimeout);
+  if (drain && 'message' in drain) error('/rollout/drainTimeout', drain.message);
+  const drainTimeoutSeconds = drain && 'seconds' in drain ? drain.seconds : undefined;
 
   if (problems.length > 0 || !base || !provisionDir) return invalid(problems);
   return {
@@ -125,8 +151,9 @@ export async function readProfile(
       runners: raw.runners,
       base,
       guest,
-      provision: { dir: provisionDir, entry, timeoutSeconds: timeoutSeconds ?? 0 },
+      provision: { dir: provisionDir, ...(entry !== undefined ? { entry } : {}), timeoutSeconds: timeoutSeconds ?? 0 },
       rebuild: maxAgeSeconds ? { maxAgeSeconds } : {},
+      ...(drainTimeoutSeconds ? { rollout: { drainTimeoutSeconds } } : {}),
       labels: raw.labels ?? {},
       files: [...new Set([base.file, guest.xml, guest.kernel, guest.initrd, ...provisionFiles])]
         .filter((f): f is string => f !== undefined)
@@ -139,6 +166,7 @@ export async function readProfile(
 export const PROFILE_RANGES = {
   timeout: { min: 1, max: 7 * 86400 },
   maxAge: { min: 60, max: 366 * 86400 },
+  drainTimeout: { min: 1, max: 30 * 86400 },
 };
 
 /**

@@ -36,6 +36,8 @@ export interface WatchDeps {
 /** Passes in a row that only follow up on progress before the watch stops chasing its tail. */
 const MAX_FOLLOW_UPS = 20;
 const RETRY_MS = 5000;
+/** How soon a pass looks again at runners that are booting (not ready yet) or draining. */
+const GUESTS_RECHECK_MS = 2000;
 
 /** `corral watch`: file events and timers trigger passes; every pass re-reads and recomputes everything. */
 export class WatchDaemon {
@@ -188,9 +190,13 @@ export class WatchDaemon {
       ownerToken: this.deps.ownerToken,
       inFlight: this.inFlight,
     };
-    const progressed = await watchPass(view, { ...deps, stopping: this.stoppingSignal, queues: this.queues }, () =>
-      this.scheduler.request('build-done'),
+    const { progressed, guestsPending } = await watchPass(
+      view,
+      { ...deps, stopping: this.stoppingSignal, queues: this.queues },
+      () => this.scheduler.request('build-done'),
     );
+    // A runner saying ready (or idle) is only seen by a pass: look again soon while any is pending.
+    if (guestsPending) this.later('guests', GUESTS_RECHECK_MS);
     this.lastPassAt = this.runtime.clock().toISOString();
     this.followUps = followingUp ? this.followUps + 1 : 0;
     if (!progressed) return;

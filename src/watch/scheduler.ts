@@ -8,6 +8,7 @@ export type TriggerKind =
   | 'resync'
   | 'build-done'
   | 'follow-up'
+  | 'guests'
   | 'retry'
   | 'grace'
   | 'watcher';

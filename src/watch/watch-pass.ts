@@ -7,16 +7,24 @@ import { StoppedError } from './queues.js';
  * One pass as `watch` runs it: runner work is awaited, builds go on in the background (their
  * queue is shared across passes, so the concurrency limit holds) and call `buildsDone` when they
  * are all promoted or discarded, so the runners can move to the new template at once.
- * Returns whether any action succeeded: then another pass may have more to do (a rolling replace).
+ * Returns whether any action succeeded (then another pass may have more to do: a rolling replace),
+ * and whether runners are booting or draining (then a pass soon sees what they say next).
  */
-export async function watchPass(view: CompiledView, deps: PassDeps, buildsDone: () => void): Promise<boolean> {
+export async function watchPass(
+  view: CompiledView,
+  deps: PassDeps,
+  buildsDone: () => void,
+): Promise<{ progressed: boolean; guestsPending: boolean }> {
   const pass = await runPass(view, deps);
   if (pass.plan.actions.some((a) => a.action === 'build')) {
     pass.builds.then(buildsDone, (error: unknown) => {
       if (!(error instanceof StoppedError)) deps.log.error({ error: (error as Error).message }, 'build crashed');
     });
   }
-  return pass.results.some((r) => r.ok);
+  return {
+    progressed: pass.results.some((r) => r.ok),
+    guestsPending: pass.plan.booting.length > 0 || pass.plan.draining.length > 0,
+  };
 }
 
 /** Named one-shot timers; setting one again replaces it. */

@@ -53,7 +53,7 @@ export const reconcileCommand: Command = {
         );
       }
       const view = refreshed.view!;
-      const runtime = await openRuntime(ctx);
+      const runtime = await openRuntime(ctx, { holdsLock: true });
       const result = await converge(view, {
         config: ctx.config,
         log: ctx.log,

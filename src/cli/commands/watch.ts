@@ -35,7 +35,7 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
         loadConfig: async () => withOverrides(await reloadHostConfig(ctx)),
         validators: ctx.validators,
         log: ctx.log,
-        runtime: await openRuntime({ ...ctx, config }),
+        runtime: await openRuntime({ ...ctx, config }, { holdsLock: true }),
         ownerToken: lock.holder.token,
       });
       const stopped = new Promise<void>((resolve) =>
