@@ -10,6 +10,7 @@ import { makeGen, rebuildName } from '../../src/hypervisor/names.js';
 import type { CompiledView } from '../../src/sources/view.js';
 import { BackoffStore } from '../../src/state/backoff-store.js';
 import { EventLog } from '../../src/state/events.js';
+import { HostError } from '../../src/errors.js';
 import { NOW, aProfile } from '../builders/guests.js';
 
 let stateDir: string;
@@ -74,5 +75,29 @@ describe('runPass', () => {
     const second = await runPass(view, deps);
     expect(second.plan.actions).toEqual([]);
     expect(second.plan.waits[0]?.reason).toMatch(/^build ci-rebuild-tiny@\S+ queued or starting$/);
+  });
+
+  it('a host problem while building is reported as one and backed off, never judged a failed build', async () => {
+    const { view, hypervisor, deps } = world();
+    const failures = new BackoffStore(await mkdtemp(join(tmpdir(), 'corral-host-')), {
+      initialSeconds: 60,
+      maxSeconds: 60,
+    });
+    hypervisor.startBuild = () =>
+      Promise.reject(
+        new HostError(
+          "libvirt could not start ci-rebuild-tiny@x: Failed to connect socket to '/run/libvirt/virtlogd-sock': No such file or directory",
+        ),
+      );
+    const pass = await runPass(view, { ...deps, backoff: failures });
+    const [result] = await pass.builds;
+    expect(result).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/^host problem: libvirt could not start .*virtlogd-sock/),
+    });
+    expect(Object.values(await failures.read())[0]).toMatchObject({ failures: 1, host: true });
+    const next = await runPass(view, { ...deps, backoff: failures });
+    expect(next.plan.actions).toEqual([]);
+    expect(next.plan.waits[0]?.reason).toMatch(/backing off after a host problem until .*virtlogd-sock/);
   });
 });
