@@ -35,14 +35,16 @@ export interface LibvirtdOptions {
 export const CORRAL_USER = 'corral';
 
 /**
- * The command line that runs `file args` as the `corral` user with its groups (libvirt), as the
- * systemd unit does; fails clearly when the user is missing.
+ * The command line that runs `file args` as the `corral` user with its groups (libvirt) and umask,
+ * as the systemd units do; fails clearly when the user is missing.
  */
 export function asCorral(file: string, args: string[]): [string, string[]] {
   const id = spawnSync('id', ['-u', CORRAL_USER], { encoding: 'utf8' });
   if (id.status !== 0)
     throw new Error(`user ${CORRAL_USER} does not exist: run scripts/install-deps.sh (it creates it in group libvirt)`);
-  return ['setpriv', ['--reuid', CORRAL_USER, '--regid', CORRAL_USER, '--init-groups', '--', file, ...args]];
+  // umask 0027 as in contrib/systemd: what corral makes must work without being world-readable.
+  const inner = ['sh', '-c', 'umask 0027 && exec "$0" "$@"', file, ...args];
+  return ['setpriv', ['--reuid', CORRAL_USER, '--regid', CORRAL_USER, '--init-groups', '--', ...inner]];
 }
 
 export async function startLibvirtd(opts: LibvirtdOptions = {}): Promise<Libvirtd> {

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
 import { parseName } from '../names.js';
@@ -91,17 +92,34 @@ export class LibvirtHypervisor implements Hypervisor {
     await this.pump.attach(name, files);
   }
 
-  /** Creates the dirs corral keeps guest files in, with the modes the host needs (see docs/operating.md). */
+  /**
+   * Creates the dirs corral keeps guest files in, with the modes a stock host needs whatever the
+   * umask (the systemd units use 0027): qemu runs as another user and opens disks and seeds itself,
+   * so the dirs on their paths are 0711 (enter, not list; the files themselves are relabelled for
+   * qemu by libvirt). What corral alone reads (sockets, status records, console logs) is 0700.
+   */
   private async ensureDirs(): Promise<void> {
     const l = this.layout;
-    // qemu (another user on a stock host) opens disks and seeds itself: it must traverse these.
-    for (const d of [l.root, l.templatesDir, l.runnersDir, l.seedsDir, l.runnerSeedsDir, l.statusDir, l.logsDir]) {
-      await mkdir(d, { recursive: true });
+    const traversable = [
+      l.root,
+      l.baseDir,
+      path.join(l.baseDir, 'sha256'),
+      l.templatesDir,
+      l.runnersDir,
+      l.seedsDir,
+      l.runnerSeedsDir,
+    ];
+    for (const d of traversable) await this.dirWithMode(d, 0o711);
+    for (const d of [l.socketsDir, l.statusDir, l.logsDir]) await this.dirWithMode(d, 0o700);
+  }
+
+  private async dirWithMode(dir: string, mode: number): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    try {
+      await chmod(dir, mode);
+    } catch (err) {
+      throw hostErrorFor(err as NodeJS.ErrnoException, dir, `set mode ${mode.toString(8)} on`);
     }
-    // Sockets are created by libvirtd (root) and used through descriptors: nobody else need enter.
-    await mkdir(l.socketsDir, { recursive: true, mode: 0o700 });
-    await chmod(l.socketsDir, 0o700);
-    for (const d of [l.statusDir, l.logsDir]) await chmod(d, 0o700);
   }
 
   async startBuild(req: BuildRequest): Promise<void> {

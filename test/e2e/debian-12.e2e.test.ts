@@ -1,0 +1,124 @@
+/**
+ * A real distribution end to end (profiles/examples/debian-12): the image is built from Debian
+ * packages by its build-image.sh (cached by the script's content under /var/tmp, so only the first
+ * run on a machine pays for it), then converged under TCG: a cloud-init build, two runners with
+ * their own hostname, machine-id and SSH host keys, and a provision edit that rolls them with a
+ * ready runner at every moment. Lean on purpose: each Debian boot costs ~30 s of TCG.
+ */
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
+import { repoRoot } from '../harness/repo-root.js';
+
+const BIN = join(import.meta.dirname, '../../bin/corral.js');
+const EXAMPLE = join(repoRoot(), 'profiles/examples/debian-12');
+let libvirtd: Libvirtd;
+let root: string;
+const profile = () => join(root, 'profiles', 'debian-12');
+
+beforeAll(async () => {
+  await execa('bash', [join(EXAMPLE, 'build-image.sh')], { stdio: 'inherit' });
+  libvirtd = await startLibvirtd();
+  root = await mkdtemp(join(tmpdir(), 'corral-debian-'));
+  await cp(EXAMPLE, profile(), { recursive: true, filter: (src) => !src.endsWith('build-image.sh') });
+  await writeFile(
+    join(root, 'corral.yaml'),
+    [
+      'builtinProfiles: false',
+      'stateDir: state',
+      'imagesDir: images',
+      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
+      'keepTemplates: 1',
+      'sources: [{ name: examples, path: profiles }]',
+      '',
+    ].join('\n'),
+  );
+}, 900_000);
+
+afterAll(async () => {
+  await libvirtd?.stop();
+  await rm(root, { recursive: true, force: true });
+});
+
+function corral(args: string[]) {
+  return execa('node', [BIN, ...args, '--config', join(root, 'corral.yaml')], {
+    reject: false,
+    env: { CORRAL_LOG_LEVEL: 'warn' },
+  });
+}
+
+async function runningRunners(): Promise<string[]> {
+  const out = (await execa('virsh', ['-c', libvirtd.uri, 'list', '--state-running', '--name'])).stdout;
+  return out
+    .split('\n')
+    .map((s) => s.trim())
+    .filter((n) => n.startsWith('ci-runner-'))
+    .sort();
+}
+
+async function readyCount(): Promise<number> {
+  let n = 0;
+  for (const name of await runningRunners()) {
+    const said = await readFile(join(root, 'images', 'status', `${name}.status`), 'utf8').catch(() => '');
+    if (/^ready$/m.test(said)) n++;
+  }
+  return n;
+}
+
+interface Identity {
+  host: string;
+  machineId: string;
+  ssh: string;
+}
+
+async function identityOf(runner: string): Promise<Identity> {
+  const log = await readFile(join(root, 'images', 'logs', `${runner}.console.log`), 'utf8');
+  const m = /corral-identity: host=(\S+) machine-id=(\S+) ssh=(\S+)/.exec(log);
+  if (!m) throw new Error(`${runner} printed no identity line; its console:\n${log.slice(-3000)}`);
+  return { host: m[1]!, machineId: m[2]!, ssh: m[3]! };
+}
+
+function expectDistinct(ids: Identity[], names: string[]): void {
+  expect(ids.map((i) => i.host)).toEqual(names);
+  for (const id of ids) {
+    expect(id.machineId).toMatch(/^[0-9a-f]{32}$/);
+    expect(id.ssh).toMatch(/^SHA256:/);
+  }
+  expect(new Set(ids.map((i) => i.machineId)).size).toBe(ids.length);
+  expect(new Set(ids.map((i) => i.ssh)).size).toBe(ids.length);
+}
+
+describe('debian-12 example under TCG', { timeout: 1_200_000 }, () => {
+  it('builds with cloud-init, runs two runners with their own identities, and rolls them on an edit', async () => {
+    const first = await corral(['reconcile', '--once']);
+    expect(first.exitCode, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/ok +build ci-rebuild-debian-12@/);
+    const v1 = await runningRunners();
+    expect(v1).toEqual(['ci-runner-debian-12.1', 'ci-runner-debian-12.2']);
+    expect(await readyCount()).toBe(2);
+    expectDistinct(await Promise.all(v1.map(identityOf)), v1);
+
+    // An edit of the provisioning: a new template, runners rolled with a ready runner at every moment.
+    const userData = join(profile(), 'provision', 'user-data');
+    await writeFile(userData, (await readFile(userData, 'utf8')).replace('example v1', 'example v2'));
+    let min = Infinity;
+    let done = false;
+    const roll = corral(['reconcile', '--once']).finally(() => (done = true));
+    while (!done) {
+      min = Math.min(min, await readyCount());
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const rolled = await roll;
+    expect(rolled.exitCode, rolled.stdout + rolled.stderr).toBe(0);
+    expect(min).toBeGreaterThan(0);
+    const v2 = await runningRunners();
+    expect(v2).toHaveLength(2);
+    expect(v2.some((n) => v1.includes(n))).toBe(false);
+    expectDistinct(await Promise.all(v2.map(identityOf)), v2);
+    const plan = await corral(['plan', '--detailed-exitcode']);
+    expect(plan.exitCode, plan.stdout).toBe(0);
+  });
+});
