@@ -46,9 +46,11 @@ root=$work/root
 kernel=$(ls "$root/boot" | sed -n 's/^vmlinuz-//p' | head -1)
 echo '/dev/vda1 / ext4 errors=remount-ro 0 1' >"$root/etc/fstab"
 echo localhost >"$root/etc/hostname"
-# Only NoCloud (corral's cidata seed): probing cloud providers' metadata services costs minutes under TCG.
+# Only NoCloud (corral's cidata seed): probing cloud providers' metadata services costs minutes under
+# TCG. No locale module: minbase has no `locales`, and its failure would make every boot an error.
 cat >"$root/etc/cloud/cloud.cfg.d/90-corral.cfg" <<'CFG'
 datasource_list: [ NoCloud, None ]
+locale: false
 CFG
 # No identity baked into the image: every boot of a new instance makes its own.
 : >"$root/etc/machine-id"
@@ -80,4 +82,6 @@ dd if=/usr/lib/grub/i386-pc/boot.img of="$disk" bs=440 count=1 conv=notrunc stat
 dd if="$work/core.img" of="$disk" bs=512 seek=1 conv=notrunc status=none
 qemu-img convert -c -f raw -O qcow2 "$disk" "$work/image.qcow2"
 mv "$work/image.qcow2" "$cached"
+# Nothing piles up: keep the three newest versions (other checkouts may use an older script).
+ls -t "$cache_dir"/debian-12-*.qcow2 | tail -n +4 | xargs -r rm -f
 place
