@@ -61,8 +61,11 @@ export async function runPass(view: CompiledView, deps: PassDeps): Promise<PassR
   return { plan: thePlan, observed, ...applied };
 }
 
-/** How long `reconcile --once` waits for runners to say ready when nothing else moves. */
-export const READY_WAIT_MS = 5 * 60_000;
+/**
+ * How long `reconcile --once` waits for runners to say ready when nothing else moves: a
+ * distribution image with cloud-init takes minutes to boot under TCG on a busy host.
+ */
+export const READY_WAIT_MS = 10 * 60_000;
 
 /**
  * `reconcile --once`: passes until nothing is left to do (a pass may make room for the next one:

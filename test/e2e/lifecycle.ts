@@ -185,6 +185,13 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
         await writeProfile({ runners: 1 });
         expect((await corral(['reconcile', '--once'])).exitCode).toBe(0);
         expect(runners(await guests())).toEqual(['ci-runner-tiny.1']);
+        // The destroyed runners' console logs are kept (the last 20 per profile), corral's to read.
+        const kept = await readdir(join(root, 'state', 'runner-logs', 'tiny'));
+        const log3 = kept.find((f) => f.startsWith('ci-runner-tiny.3.'));
+        expect(log3, kept.join(', ')).toMatch(/^ci-runner-tiny\.3\.\d{8}T\d{6}Z\.console\.log$/);
+        expect(await readFile(join(root, 'state', 'runner-logs', 'tiny', log3!), 'utf8')).toContain(
+          'corral-identity: host=ci-runner-tiny.3',
+        );
         await writeProfile({ runners: 3 });
         expect((await corral(['reconcile', '--once'])).exitCode).toBe(0);
         expect(runners(await guests('running'))).toHaveLength(3);
