@@ -164,7 +164,7 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
         // reconcile --once waited for them to say ready; each took its own name from its own seed.
         expect(await readyRunners()).toEqual(['ci-runner-tiny.1', 'ci-runner-tiny.2']);
         const log = await readFile(join(root, 'images', 'logs', 'ci-runner-tiny.2.console.log'), 'utf8');
-        expect(log).toContain('corral-identity: host=ci-runner-tiny.2');
+        expect(log).toContain('corral-identity: host=ci-runner-tiny-2');
         const status = await corral(['status']);
         expect(status.stdout).toMatch(/runners: 2\/2 ready/);
         expect(status.stdout).toContain('ci-runner-tiny.1 ready, ci-runner-tiny.2 ready');
@@ -190,7 +190,7 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
         const log3 = kept.find((f) => f.startsWith('ci-runner-tiny.3.'));
         expect(log3, kept.join(', ')).toMatch(/^ci-runner-tiny\.3\.\d{8}T\d{6}Z\.console\.log$/);
         expect(await readFile(join(root, 'state', 'runner-logs', 'tiny', log3!), 'utf8')).toContain(
-          'corral-identity: host=ci-runner-tiny.3',
+          'corral-identity: host=ci-runner-tiny-3',
         );
         await writeProfile({ runners: 3 });
         expect((await corral(['reconcile', '--once'])).exitCode).toBe(0);

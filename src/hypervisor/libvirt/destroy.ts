@@ -4,6 +4,7 @@
  * backs a runner's overlay, a kernel copy a runner boots from).
  */
 import { unlink } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { hasPrefix } from '../names.js';
 import { children, isNode, parseDomainXml, sourcePath, text, type DomainDoc } from './domain-xml.js';
@@ -105,7 +106,18 @@ async function filesInUse(ctx: DestroyContext): Promise<Set<string>> {
       continue;
     }
     for (const f of filesOfDomain(doc)) {
-      for (const link of await backingChain(f)) used.add(link);
+      used.add(path.resolve(f));
+      try {
+        for (const link of await backingChain(f)) used.add(link);
+      } catch (err) {
+        // Inside imagesDir an unreadable chain stops the destroy (it may hide a disk in use);
+        // another guest's disk elsewhere that corral may not read cannot be built on ours.
+        if (isInside(ctx.layout.root, f)) throw err;
+        ctx.log.warn(
+          { file: f, error: (err as Error).message },
+          'cannot read the backing chain of a disk outside imagesDir',
+        );
+      }
     }
   }
   return used;

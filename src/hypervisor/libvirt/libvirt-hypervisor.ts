@@ -18,7 +18,7 @@ import { parseDomainXml } from './domain-xml.js';
 import { execaExec, type Exec } from './exec.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
-import { createOverlay } from './qcow2.js';
+import { createOverlay, IMAGE_MODE } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildRunnerSeed, buildSeedIso } from './seed.js';
 import { parseDomstate, verdictFor } from './status.js';
@@ -132,6 +132,7 @@ export class LibvirtHypervisor implements Hypervisor {
     await this.ensureDirs();
     const files = buildFiles(l, parsed.profile, parsed.gen);
     const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
+    await chmod(base, IMAGE_MODE).catch(() => undefined); // see IMAGE_MODE; not ours to change if shared
     try {
       await createOverlay(this.exec, base, files.disk);
       await buildSeedIso(this.exec, req.profile.provision, files.seed);
@@ -184,9 +185,11 @@ export class LibvirtHypervisor implements Hypervisor {
     const stem = disk.replace(/\.qcow2$/, '');
     const kernel = `${stem}.kernel`;
     await copyFile(g.kernel, kernel);
+    await chmod(kernel, IMAGE_MODE);
     if (!g.initrd) return { kernel };
     const initrd = `${stem}.initrd`;
     await copyFile(g.initrd, initrd);
+    await chmod(initrd, IMAGE_MODE);
     return { kernel, initrd };
   }
 

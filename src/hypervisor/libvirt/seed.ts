@@ -2,8 +2,9 @@
  * Seed disks: ISO9660 images labelled `cidata`, so cloud-init images read them as NoCloud.
  * - a rebuild guest's holds the provision dir plus a `corral-entry` file naming the entry script
  *   (none for a cloud-init dir: cloud-init runs its `user-data` itself);
- * - every runner gets its own (runnerSeed): `meta-data` whose instance-id and local-hostname are
- *   the runner's name (a new instance to cloud-init: fresh hostname and SSH host keys), an empty
+ * - every runner gets its own (runnerSeed): `meta-data` whose instance-id is the runner's name and
+ *   local-hostname that name with dots as dashes (a new instance to cloud-init: its own hostname
+ *   and fresh SSH host keys), an empty
  *   `user-data`, and a `corral/` dir (name, profile, labels, host) that other features add to.
  * Seeds may carry what only the guest should see: they are mode 0600 on the host, and their
  * content is never logged.
@@ -39,6 +40,15 @@ export interface RunnerIdentity {
   extra?: Record<string, string>;
 }
 
+/**
+ * The runner's hostname: its name with dots as dashes. A dot would make the name a domain to
+ * cloud-init (`ci-runner-web.1` → host `ci-runner-web`, domain `1`), so every runner of a profile
+ * would get the same hostname.
+ */
+export function hostnameFor(runner: string): string {
+  return runner.replace(/\./g, '-');
+}
+
 /** The files of a runner's seed, relative to the ISO root. */
 export function runnerSeedFiles(id: RunnerIdentity): Record<string, string> {
   const labels = Object.entries(id.labels)
@@ -46,7 +56,7 @@ export function runnerSeedFiles(id: RunnerIdentity): Record<string, string> {
     .map(([k, v]) => `${k}=${v}\n`)
     .join('');
   const files: Record<string, string> = {
-    'meta-data': `instance-id: ${id.name}\nlocal-hostname: ${id.name}\n`,
+    'meta-data': `instance-id: ${id.name}\nlocal-hostname: ${hostnameFor(id.name)}\n`,
     // NoCloud wants both files; runners need nothing from cloud-init beyond its per-instance defaults.
     'user-data': '#cloud-config\n{}\n',
     'corral/name': `${id.name}\n`,

@@ -15,7 +15,7 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 describe('runner seed', () => {
   it('names the instance and host after the runner and carries corral/ facts', () => {
     expect(runnerSeedFiles(id)).toEqual({
-      'meta-data': 'instance-id: ci-runner-web.3\nlocal-hostname: ci-runner-web.3\n',
+      'meta-data': 'instance-id: ci-runner-web.3\nlocal-hostname: ci-runner-web-3\n',
       'user-data': '#cloud-config\n{}\n',
       'corral/name': 'ci-runner-web.3\n',
       'corral/profile': 'web\n',
@@ -47,6 +47,6 @@ describe('runner seed', () => {
       ].sort(),
     );
     const meta = (await execa('isoinfo', ['-R', '-i', iso, '-x', '/meta-data'])).stdout;
-    expect(meta).toBe('instance-id: ci-runner-web.3\nlocal-hostname: ci-runner-web.3');
+    expect(meta).toBe('instance-id: ci-runner-web.3\nlocal-hostname: ci-runner-web-3');
   });
 });
