@@ -1,5 +1,5 @@
 /**
- * A real distribution end to end (profiles/examples/debian-12): the image is built from Debian
+ * A real distribution end to end (examples/debian-12): the image is built from Debian
  * packages by its build-image.sh (cached by the script's content under /var/tmp, so only the first
  * run on a machine pays for it), then converged under TCG: a cloud-init build, two runners with
  * their own hostname, machine-id and SSH host keys, and a provision edit that rolls them with a
@@ -14,7 +14,7 @@ import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { repoRoot } from '../harness/repo-root.js';
 
 const BIN = join(import.meta.dirname, '../../bin/corral.js');
-const EXAMPLE = join(repoRoot(), 'profiles/examples/debian-12');
+const EXAMPLE = join(repoRoot(), 'examples/debian-12');
 let libvirtd: Libvirtd;
 let root: string;
 const profile = () => join(root, 'profiles', 'debian-12');
