@@ -107,6 +107,10 @@ async function filesInUse(ctx: DestroyContext): Promise<Set<string>> {
     }
     for (const f of filesOfDomain(doc)) {
       used.add(path.resolve(f));
+      // Inside imagesDir only corral's qcow2 images have backing files (seeds are raw ISOs, 0600,
+      // and given to qemu while in use; sockets and records are no disks).
+      const images = [ctx.layout.templatesDir, ctx.layout.runnersDir, ctx.layout.baseDir];
+      if (isInside(ctx.layout.root, f) && !images.some((d) => isInside(d, f))) continue;
       try {
         for (const link of await backingChain(f)) used.add(link);
       } catch (err) {
