@@ -19,6 +19,8 @@ beforeAll(async () => {
   for (const sub of ['status', 'logs']) await mkdir(join(dir, sub), { mode: 0o755 });
   await writeFile(join(dir, 'status', 'ci-rebuild-p@20260101T000000Z-aaaaaaaa.status'), 'ok\n', { mode: 0o600 });
   await writeFile(join(dir, 'logs', 'ci-runner-p.1.console.log'), 'boot\n', { mode: 0o600 });
+  // An overlay as libvirt leaves it while a guest runs: given to the qemu user, not readable by corral.
+  await writeFile(join(dir, 'overlay.qcow2'), Buffer.from('QFI\xfb'), { mode: 0o600 });
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
@@ -28,6 +30,7 @@ async function asCorralUser(body: string): Promise<string> {
   const script = `const { readVerdict } = await import('${dist}/hypervisor/libvirt/status.js');
 const { createLibvirtHypervisor } = await import('${dist}/hypervisor/libvirt/libvirt-hypervisor.js');
 const { pino } = await import('pino');
+const { backingChain } = await import('${dist}/hypervisor/libvirt/qcow2.js');
 try { ${body} } catch (e) { console.log(e.name + ': ' + e.message) }`;
   const [file, args] = asCorral(process.execPath, ['--input-type=module', '-e', script]);
   return (await execa(file, args, { cwd: repoRoot() })).stdout.trim();
@@ -48,5 +51,11 @@ describe('files corral may not read', () => {
     expect(out).toMatch(
       /^HostError: cannot read the console log \S+ci-runner-p\.1\.console\.log: permission denied \(EACCES\)/,
     );
+  });
+
+  it('a backing chain: HostError, never "no backing file" (which could let a disk in use be deleted)', async () => {
+    const file = join(dir, 'overlay.qcow2');
+    const out = await asCorralUser(`console.log(JSON.stringify(await backingChain('${file}')))`);
+    expect(out).toMatch(/^HostError: cannot read the backing chain of \S+overlay\.qcow2: permission denied \(EACCES\)/);
   });
 });
