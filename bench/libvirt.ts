@@ -2,15 +2,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { runPass } from '../src/apply/pass.js';
+import { runPass } from '../src/reconcile/pass.js';
 import { createLibvirtHypervisor } from '../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../src/hypervisor/libvirt/exec.js';
+import { execaExec, type Exec } from '../src/exec/exec.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../src/hypervisor/names.js';
 import type { HostConfig } from '../src/config/host-config.js';
 import { BackoffStore } from '../src/state/backoff-store.js';
 import { EventLog } from '../src/state/events.js';
 import { startLibvirtd } from '../test/harness/libvirtd.js';
-import { ensureTinyBuilt, tinyProfile } from '../test/harness/tiny-profile.js';
+import { cachedBase, ensureTinyBuilt, tinyProfile } from '../test/harness/tiny-profile.js';
 import { metaFor } from '../test/harness/guests.js';
 import { median, timeMs, type BenchResult } from './types.js';
 
@@ -33,7 +33,8 @@ export async function benchLibvirt(): Promise<BenchResult[]> {
     const hv = createLibvirtHypervisor({ uri: daemon.uri, prefix: 'ci', imagesDir: join(work, 'images'), log, exec });
     const tiny = { ...(await tinyProfile()), runners: 19 };
     const gen = makeGen(new Date(), tiny.inputsHash);
-    await hv.startBuild({ name: rebuildName('ci', 'tiny', gen), profile: tiny, meta: metaFor(tiny, gen) });
+    const baseImage = await cachedBase(tiny, join(work, 'images'));
+    await hv.startBuild({ name: rebuildName('ci', 'tiny', gen), profile: tiny, meta: metaFor(tiny, gen), baseImage });
     for (;;) {
       const check = await hv.checkBuild(rebuildName('ci', 'tiny', gen));
       if (check.done) {
@@ -85,6 +86,7 @@ export async function benchLibvirt(): Promise<BenchResult[]> {
       sleep: async () => {},
       events: new EventLog(work),
       backoff: new BackoffStore(work, { initialSeconds: 60, maxSeconds: 60 }),
+      runnerBackoff: new BackoffStore(work, { initialSeconds: 60, maxSeconds: 60 }, 'runner-backoff.json'),
       pollMs: 500,
     };
     const passes: { processes: number; actions: number; ms: number }[] = [];

@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { runPass } from '../src/apply/pass.js';
+import { buildsDone } from '../src/apply/apply.js';
+import { runPass } from '../src/reconcile/pass.js';
 import { MemoryHypervisor } from '../src/hypervisor/memory/memory-hypervisor.js';
 import { BackoffStore } from '../src/state/backoff-store.js';
 import { EventLog } from '../src/state/events.js';
@@ -33,9 +34,10 @@ export async function benchMemoryPass(): Promise<BenchResult> {
       sleep: async () => {},
       events: new EventLog(stateDir),
       backoff: new BackoffStore(stateDir, { initialSeconds: 60, maxSeconds: 3600 }),
+      runnerBackoff: new BackoffStore(stateDir, { initialSeconds: 60, maxSeconds: 3600 }, 'runner-backoff.json'),
       pollMs: 0,
     };
-    for (let i = 0; i < 3; i++) await (await runPass(view, deps)).builds;
+    for (let i = 0; i < 3; i++) await buildsDone((await runPass(view, deps)).builds);
     const check = await runPass(view, deps);
     if (check.plan.actions.length > 0) throw new Error('bench memory pass: fleet did not converge');
     const cpu: number[] = [];

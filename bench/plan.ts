@@ -1,6 +1,16 @@
 import { plan } from '../src/plan/plan.js';
 import type { ObservedGuest } from '../src/hypervisor/hypervisor.js';
-import { HASH_A, HASH_B, NOW, aPolicy, aProfile, aRunner, aTemplate, genAt } from '../test/builders/guests.js';
+import {
+  HASH_A,
+  HASH_B,
+  NOW,
+  aPolicy,
+  aProfile,
+  aRunner,
+  aTemplate,
+  genAt,
+  someFacts,
+} from '../test/builders/guests.js';
 import { timeMs, type BenchResult } from './types.js';
 
 /** plan() over 10,000 profiles and 100,000 guests, half of the profiles needing a rebuild and rollover. */
@@ -19,7 +29,7 @@ export async function benchPlan(): Promise<BenchResult> {
     guests.push(aTemplate().forProfile(name).atGen(gen).build());
     for (let r = 1; r <= 9; r++) guests.push(aRunner().forProfile(name).index_(r).onTemplate(gen).build());
   }
-  const input = { profiles, observed: { guests, unrecognized: [] }, now: NOW, policy: aPolicy() };
+  const input = { profiles, observed: { guests, unrecognized: [] }, now: NOW, policy: aPolicy(), facts: someFacts() };
   plan(input); // warm-up
   const runs = [];
   for (let i = 0; i < 3; i++) runs.push(await timeMs(() => plan(input)));

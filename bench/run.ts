@@ -1,4 +1,5 @@
 import { benchCompile } from './compile.js';
+import { benchBackoffExpiry, benchShutoffToRunning } from './events.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchMemoryPass } from './memory-pass.js';
 import { benchPlan } from './plan.js';
@@ -12,6 +13,8 @@ const benches: [string, () => Promise<BenchResult | BenchResult[]>][] = [
   ['memory-pass', benchMemoryPass],
   ['watch', benchWatchLatency],
   ['libvirt', benchLibvirt],
+  ['requeue', benchBackoffExpiry],
+  ['events', benchShutoffToRunning],
 ];
 
 const only = process.argv.slice(2);

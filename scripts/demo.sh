@@ -39,12 +39,16 @@ node bin/corral.js reconcile --once
 echo "demo: corral status"
 node bin/corral.js status
 echo
+echo "demo: corral inspect ci-runner-tiny.1 (where did this runner come from?)"
+node bin/corral.js inspect ci-runner-tiny.1
+echo
 echo "demo: guests: virsh -c '$uri' list --all"
 virsh -c "$uri" list --all
 cat <<MSG
 Try next (same shell):
   export LIBVIRT_DEFAULT_URI='$uri'
   echo 'hello v2' > profiles/tiny/provision/message && node bin/corral.js plan && node bin/corral.js reconcile --once   # git checkout profiles/tiny to undo
-  cat images/logs/ci-runner-tiny.1.console.log     # what the runner booted from its template
+  node bin/corral.js logs ci-runner-tiny.1         # what the runner booted from its template
+  node bin/corral.js history tiny                  # every build, with why it happened
 Clean up: scripts/demo.sh cleanup
 MSG

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages corral's demo and tests need. Idempotent: apt is only touched
 # (and its lists only updated) when something is missing.
-# Recommends are kept on purpose: they match the machine the recipe in DESIGN.md §7 was measured on.
+# Recommends are kept on purpose: they match the machine the sandbox recipe (docs/design.md, "Tests") was measured on.
 set -euo pipefail
 
 PACKAGES=(

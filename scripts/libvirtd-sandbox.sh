@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# An isolated libvirtd for tests and the demo (DESIGN.md §7).
+# An isolated libvirtd for tests and the demo (docs/design.md, "Tests").
 #   libvirtd-sandbox.sh start DIR [--stock] -> prints the connection URI once the socket answers
 #     default:  qemu runs as root, no security driver, guest stdio written to files by qemu itself
 #     --stock:  Debian's packaged qemu.conf as it is (qemu as libvirt-qemu, DAC dynamic ownership,
 #               guest stdio through virtlogd, started inside the sandbox), and the control socket
 #               open to the `libvirt` group, as Debian's socket units and polkit rule open it: the
 #               configuration corral meets on a real host, where it runs as a non-root user
+#   libvirtd-sandbox.sh restart DIR -> stops that libvirtd (guests keep running) and starts it again
 #   libvirtd-sandbox.sh stop DIR    -> kills that libvirtd and every process it started, removes DIR
 #
 # The machine's own libvirtd cannot start guests (no virtlogd), and tests must not see or touch
@@ -50,7 +51,7 @@ start() {
   if [[ "$mode" != --stock ]]; then
     cat >>"$dir/etc/qemu.conf" <<'EOF'
 
-# corral sandbox (DESIGN.md §7)
+# corral sandbox (docs/design.md, "Tests")
 stdio_handler = "file"
 user = "root"
 group = "root"
@@ -87,6 +88,9 @@ mkdir -p /var/cache/libvirt/qemu/capabilities
 mount --bind "$caps" /var/cache/libvirt/qemu/capabilities
 # Stock libvirt hands guest stdio to virtlogd; it must run in this namespace to see these dirs.
 [ "$mode" = --stock ] && virtlogd --daemon --pid-file "$d/virtlogd.pid"
+# Holds the namespace open while libvirtd is down for a restart (stop kills it with the rest).
+sleep infinity </dev/null >/dev/null 2>&1 &
+echo $! >"$d/anchor.pid"
 exec libvirtd --pid-file "$d/libvirtd.pid"
 EOS
 )
@@ -111,6 +115,31 @@ EOS
   echo "$uri"
 }
 
+restart() {
+  local dir=$1 pid anchor
+  [[ -n "$dir" && -f "$dir/mntns" ]] || die "usage: $0 restart DIR (a running sandbox)"
+  dir=$(cd "$dir" && pwd)
+  anchor=$(cat "$dir/anchor.pid")
+  [[ "$(readlink "/proc/$anchor/ns/mnt" 2>/dev/null || true)" == "$(cat "$dir/mntns")" ]] || die "$dir: namespace anchor is gone"
+  pid=$(cat "$dir/libvirtd.pid" 2>/dev/null || true)
+  if [[ -n "$pid" ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/libvirtd.pid"
+  setsid nsenter --mount="/proc/$anchor/ns/mnt" -- libvirtd --pid-file "$dir/libvirtd.pid" \
+    </dev/null >>"$dir/libvirtd.out" 2>&1 &
+  local uri deadline=$((SECONDS + START_TIMEOUT))
+  uri=$(uri_for "$dir")
+  until virsh -q -c "$uri" version >/dev/null 2>&1; do
+    (( SECONDS < deadline )) || die "libvirtd did not answer within ${START_TIMEOUT}s after a restart"
+    sleep 0.05
+  done
+  echo "$uri"
+}
+
 stop() {
   local dir=$1 ns="" pid
   [[ -n "$dir" ]] || die "usage: $0 stop DIR"
@@ -132,6 +161,7 @@ stop() {
 
 case "${1:-}" in
   start) start "${2:-}" "${3:-}" ;;
+  restart) restart "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) die "usage: $0 start DIR [--stock] | stop DIR" ;;
+  *) die "usage: $0 start DIR [--stock] | restart DIR | stop DIR" ;;
 esac

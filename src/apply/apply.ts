@@ -1,27 +1,39 @@
 import PQueue from 'p-queue';
-import { HostError } from '../errors.js';
 import type { Logger } from 'pino';
+import { errorKind, type ErrorKind } from '../errors.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { BackoffStore } from '../state/backoff-store.js';
 import type { EventLog } from '../state/events.js';
-import type { FailedBuildLogs, RunnerLogs } from '../state/build-logs.js';
-import { runBuild, type BuildDeps } from './run-build.js';
+import type { BaseCache } from '../images/base-cache.js';
+import type { DiskFloor } from '../images/floor.js';
+import type { BuildRecords } from '../state/build-records.js';
+import { buildTemplate, recordOrphan } from './build-template.js';
+import type { BuildDeps } from './run-build.js';
+import type { RunnerLogs } from '../state/runner-logs.js';
 
 export interface ApplyDeps extends BuildDeps {
   hypervisor: Hypervisor;
   log: Logger;
   events: EventLog;
   backoff: BackoffStore;
-  /** Keeps the console log of failed builds (their guest and disks are destroyed). */
-  failedLogs?: FailedBuildLogs;
+  /** Per-profile back-off after runners crashed. */
+  runnerBackoff: BackoffStore;
+  /** Fetches each build's base into the content-addressed cache (absent: builds get no base file). */
+  bases?: BaseCache;
   /** Keeps the console log of runners that are destroyed (the last N per profile). */
   runnerLogs?: RunnerLogs;
-  profiles: Map<string, CompiledProfile>;
-  concurrency: { builds: number; clones: number };
-  /** Names of the builds being waited on; the planner treats our other rebuilds as orphans. */
-  inFlight?: Set<string>;
+  /** Provenance: a manifest and console log per build (absent: nothing is recorded). */
+  records?: BuildRecords;
+  /** The imagesDir free-space floor, checked before every build. */
+  floor?: DiskFloor;
+  /** `--keep-failed`: set failed rebuilds aside instead of destroying them. */
+  keepFailed?: boolean;
+  /** The compiled generation being applied, for the manifests. */
+  generation?: number;
+  profiles: ReadonlyMap<string, CompiledProfile>;
+  concurrency: Readonly<{ builds: number; clones: number }>;
   /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
   queues?: { builds: PQueue; clones: PQueue };
 }
@@ -30,14 +42,28 @@ export interface ActionResult {
   action: Action;
   ok: boolean;
   error?: string;
+  /** What kind of failure (errors.ts): transient ones are worth a retry pass soon, config ones wait for an edit. */
+  errorKind?: ErrorKind;
   durationMs: number;
+}
+
+/** A build this pass queued: counts as in flight from the moment it is queued until `done` settles. */
+export interface StartedBuild {
+  name: string;
+  profile: string;
+  done: Promise<ActionResult>;
 }
 
 export interface Applied {
   /** Results of every non-build action, once they are all done. */
   results: ActionResult[];
-  /** Resolves when every build this pass started has been promoted or discarded. */
-  builds: Promise<ActionResult[]>;
+  /** The builds this pass started; they finish in the background. */
+  builds: StartedBuild[];
+}
+
+/** Resolves when every build has been promoted or discarded. */
+export function buildsDone(builds: readonly StartedBuild[]): Promise<ActionResult[]> {
+  return Promise.all(builds.map((b) => b.done));
 }
 
 /** Phases run in an order that keeps the invariants: nothing is retired before its runners are gone. */
@@ -57,19 +83,14 @@ export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied
     builds: new PQueue({ concurrency: deps.concurrency.builds }),
     clones: new PQueue({ concurrency: deps.concurrency.clones }),
   };
-  const builds = Promise.all(
-    actions
-      .filter((a) => a.action === 'build')
-      .map((a) => {
-        // Counted from the moment it is queued: a pass planned meanwhile must not start a second build.
-        deps.inFlight?.add(a.guest);
-        return queues.builds
-          .add(() => execute(a, deps), { throwOnTimeout: true })
-          .finally(() => deps.inFlight?.delete(a.guest));
-      }),
-  );
-  // Whoever awaits `builds` sees a rejection; until then it must not count as unhandled.
-  builds.catch(() => undefined);
+  const builds: StartedBuild[] = actions
+    .filter((a) => a.action === 'build')
+    .map((a) => {
+      const done = queues.builds.add(() => execute(a, deps), { throwOnTimeout: true });
+      // Whoever awaits `done` sees a rejection; until then it must not count as unhandled.
+      done.catch(() => undefined);
+      return { name: a.guest, profile: a.profile, done };
+    });
   const results: ActionResult[] = [];
   for (const kinds of PHASES) {
     const phase = actions.filter((a) => kinds.includes(a.action));
@@ -85,15 +106,16 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
   const started = deps.clock();
   let ok = true;
   let error: string | undefined;
+  let kind: ErrorKind | undefined;
   try {
     const failure = await perform(action, { ...deps, log });
-    if (failure) [ok, error] = [false, failure];
+    if (failure) [ok, error, kind] = [false, failure, 'command'];
   } catch (e) {
-    [ok, error] = [false, (e as Error).message];
+    [ok, error, kind] = [false, (e as Error).message, errorKind(e)];
   }
   const durationMs = deps.clock().getTime() - started.getTime();
   if (ok) log.info({ durationMs, reason: action.reason }, `${action.action} done`);
-  else log.warn({ durationMs, error }, `${action.action} failed`);
+  else log.warn({ durationMs, error, errorKind: kind }, `${action.action} failed`);
   await deps.events.append({
     time: started.toISOString(),
     action: action.action,
@@ -104,7 +126,7 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
     ...(error ? { error } : {}),
     durationMs,
   });
-  return { action, ok, ...(error ? { error } : {}), durationMs };
+  return { action, ok, ...(error ? { error, errorKind: kind } : {}), durationMs };
 }
 
 /** Does the work of one action; returns a failure message for an expected failure (a failed build). */
@@ -112,38 +134,14 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   const hv = deps.hypervisor;
   const profile = deps.profiles.get(action.profile);
   switch (action.action) {
-    case 'build': {
+    case 'build':
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      let result;
-      try {
-        result = await runBuild(profile, action.guest, action.gen, deps);
-      } catch (err) {
-        if (!(err instanceof HostError)) throw err;
-        // The host failed, not the guest: no verdict is invented, the build is not counted as a
-        // failed build, and the profile waits before trying again so a broken host is not hammered.
-        await keepConsoleLog(action, deps);
-        await hv.destroy(action.guest).catch(() => undefined);
-        const entry = await deps.backoff.recordFailure(action.profile, err.message, deps.clock(), 'host');
-        deps.log.error({ error: err.message, until: entry.until }, 'host problem; backing off');
-        return `host problem: ${err.message}`;
-      }
-      if (result.abandoned) return 'abandoned at shutdown; the next pass discards it';
-      if (result.verdict.ok) {
-        await hv.promote(action.guest, action.template);
-        await deps.backoff.recordSuccess(action.profile);
-        return undefined;
-      }
-      // The live template is never touched: only the failed rebuild and its disks go.
-      const log = await keepConsoleLog(action, deps);
-      await hv.destroy(action.guest);
-      const entry = await deps.backoff.recordFailure(action.profile, result.verdict.reason, deps.clock());
-      deps.log.warn({ failures: entry.failures, until: entry.until }, 'backing off');
-      return `${result.verdict.reason}${log ? ` (console log: ${log})` : ''}`;
-    }
+      return buildTemplate(action, profile, deps);
     case 'promote':
-      return void (await hv.promote(action.guest, action.template));
+      await hv.promote(action.guest, action.template);
+      return void (await recordOrphan(action, 'ok', deps));
     case 'discard':
-      await keepConsoleLog(action, deps);
+      await recordOrphan(action, 'failed', deps);
       return void (await hv.destroy(action.guest));
     case 'destroy-runner':
       await keepRunnerLog(action, deps);
@@ -155,12 +153,18 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
     case 'replace-runner':
       if (action.createFirst) {
         await createRunner(action.replacement, action, deps);
-        await hv.destroy(action.guest);
-      } else {
         await keepRunnerLog(action, deps);
         await hv.destroy(action.guest);
-        await createRunner(action.replacement, action, deps);
+        return undefined;
       }
+      await keepRunnerLog(action, deps);
+      await hv.destroy(action.guest);
+      await createRunner(action.replacement, action, deps);
+      // A crash extends the profile's runner back-off; a runner that finished its job ends it.
+      if (action.crashed) {
+        const entry = await deps.runnerBackoff.recordFailure(action.profile, `${action.guest} crashed`, deps.clock());
+        deps.log.warn({ failures: entry.failures, until: entry.until }, 'runner crashed; backing off its replacements');
+      } else await deps.runnerBackoff.recordSuccess(action.profile);
       return undefined;
   }
 }
@@ -185,17 +189,6 @@ async function createRunner(
       createdAt: deps.clock().toISOString(),
     },
   });
-}
-
-async function keepConsoleLog(action: Action, deps: ApplyDeps): Promise<string | undefined> {
-  if (!deps.failedLogs) return undefined;
-  try {
-    const text = await deps.hypervisor.consoleLog(action.guest);
-    return text === undefined ? undefined : await deps.failedLogs.save(action.profile, action.guest, text);
-  } catch (error) {
-    deps.log.warn({ error: (error as Error).message }, 'could not keep the console log of a failed build');
-    return undefined;
-  }
 }
 
 async function keepRunnerLog(action: Action, deps: ApplyDeps): Promise<void> {

@@ -22,6 +22,7 @@ export async function runBuild(
   name: string,
   gen: string,
   deps: BuildDeps,
+  prepared: { baseImage: string; manifest?: string; onDefined?: () => void } = { baseImage: '' },
 ): Promise<BuildResult> {
   const meta: GuestMeta = {
     profile: profile.name,
@@ -30,8 +31,13 @@ export async function runBuild(
     baseVersion: profile.baseVersion,
     createdAt: deps.clock().toISOString(),
     ...(deps.ownerToken ? { owner: deps.ownerToken } : {}),
+    ...(prepared.manifest ? { manifest: prepared.manifest } : {}),
   };
-  await deps.hypervisor.startBuild({ name, profile, meta });
+  try {
+    await deps.hypervisor.startBuild({ name, profile, meta, baseImage: prepared.baseImage });
+  } finally {
+    prepared.onDefined?.();
+  }
   deps.log.info({ timeoutSeconds: profile.provision.timeoutSeconds }, 'build started');
   const deadline = deps.clock().getTime() + profile.provision.timeoutSeconds * 1000;
   let stop = false;

@@ -30,6 +30,8 @@ export interface Command {
   /** Help text for the command's own options (global options are added by the frame). */
   optionsHelp: string;
   options: NonNullable<ParseArgsConfig['options']>;
+  /** Positional arguments the command takes (`inspect <name>`); default none. */
+  positionals?: number;
   /** Returns the exit code. */
   run(ctx: CommandContext): Promise<number>;
 }

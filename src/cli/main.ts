@@ -70,8 +70,8 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
     return usage(`${message}; see "corral ${name} --help"`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (parsed.positionals.length > 0 && !values.help)
-    return usage(`unexpected argument "${parsed.positionals[0]}"; see "corral ${name} --help"`);
+  if (parsed.positionals.length > (command.positionals ?? 0) && !values.help)
+    return usage(`unexpected argument "${parsed.positionals[command.positionals ?? 0]}"; see "corral ${name} --help"`);
   if (values.help) {
     io.out(commandHelp(command));
     return EXIT.ok;

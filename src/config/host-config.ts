@@ -3,10 +3,22 @@ import { dirname, join, resolve } from 'node:path';
 import { packageRoot } from '../util/package-root.js';
 import { ConfigError, type Problem } from '../errors.js';
 import { checkDuration, type Range } from '../util/duration.js';
+import { parseSize } from '../util/size.js';
 import { readYamlMapping } from './read-yaml.js';
 import { schemaProblems, type Validators } from './schema.js';
 
 export type SourceSpec = { name: string; path: string } | { name: string; glob: string };
+
+export interface GcSettings {
+  /** Base versions kept per profile for rollback (newest successful builds first), besides those in use. */
+  keepBaseVersions: number;
+  /** Failed-build records kept per profile. */
+  keepFailedBuilds: number;
+  /** Records of successful builds whose template is gone, kept per profile. */
+  keepBuildRecords: number;
+  /** How long a guest set aside by `--keep-failed` stays before a pass collects it (`corral gc` takes them all). */
+  keepFailedGuestsSeconds: number;
+}
 
 export interface HostConfig {
   /** The file the config came from; undefined for the built-in default. */
@@ -22,7 +34,11 @@ export interface HostConfig {
   concurrency: { builds: number; clones: number };
   keepTemplates: number;
   backoff: { initialSeconds: number; maxSeconds: number };
-  watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number };
+  /** `events`: guest lifecycle events trigger passes (false: only the resync and the plan's requeue look again). */
+  watch: { debounceMs: number; resyncSeconds: number; absentGraceSeconds: number; events: boolean };
+  /** Free space imagesDir must keep; below it: collect, then refuse downloads and builds. */
+  minFreeBytes: number;
+  gc: GcSettings;
 }
 
 const DAY = 86400;
@@ -33,6 +49,7 @@ export const RANGES = {
   debounce: { min: 0, max: 60 },
   resync: { min: 1, max: 7 * DAY },
   absentGrace: { min: 0, max: 30 * DAY },
+  keepFailedGuests: { min: 0, max: 365 * DAY },
 } satisfies Record<string, Range>;
 
 export function builtinProfilesDir(): string {
@@ -81,7 +98,14 @@ function normalize(
     concurrency?: { builds?: number; clones?: number };
     keepTemplates?: number;
     rebuild?: { backoffInitial?: unknown; backoffMax?: unknown };
-    watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown };
+    watch?: { debounce?: unknown; resync?: unknown; absentGrace?: unknown; events?: boolean };
+    minFreeSpace?: number | string;
+    gc?: {
+      keepBaseVersions?: number;
+      keepFailedBuilds?: number;
+      keepBuildRecords?: number;
+      keepFailedGuests?: unknown;
+    };
   };
   // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
   const base = file && !/^\/(dev|proc)\//.test(file) ? dirname(file) : opts.cwd;
@@ -136,7 +160,25 @@ function normalize(
       debounceMs: duration(c.watch?.debounce, '/watch/debounce', 0.3, RANGES.debounce) * 1000,
       resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60, RANGES.resync),
       absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120, RANGES.absentGrace),
+      events: c.watch?.events ?? true,
     },
+    minFreeBytes: 0,
+    gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
+  };
+  const minFree = c.minFreeSpace === undefined ? 2 * 2 ** 30 : c.minFreeSpace === 0 ? 0 : parseSize(c.minFreeSpace);
+  if (minFree === undefined)
+    problems.push({
+      file: where,
+      where: '/minFreeSpace',
+      severity: 'error',
+      message: `not a size: ${JSON.stringify(c.minFreeSpace)} (use e.g. 10G, or 0 for no floor)`,
+    });
+  config.minFreeBytes = minFree ?? 0;
+  config.gc = {
+    keepBaseVersions: c.gc?.keepBaseVersions ?? 2,
+    keepFailedBuilds: c.gc?.keepFailedBuilds ?? 10,
+    keepBuildRecords: c.gc?.keepBuildRecords ?? 20,
+    keepFailedGuestsSeconds: duration(c.gc?.keepFailedGuests, '/gc/keepFailedGuests', 86400, RANGES.keepFailedGuests),
   };
   if (config.backoff.maxSeconds < config.backoff.initialSeconds)
     problems.push({

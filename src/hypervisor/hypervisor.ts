@@ -19,6 +19,8 @@ export interface GuestMeta {
   createdAt: string;
   /** Lock token of the process that started a rebuild; a rebuild whose owner no longer holds the lock is an orphan. */
   owner?: string;
+  /** `sha256:<hex>` identity digest of the build's provenance manifest (docs/images.md). */
+  manifest?: string;
 }
 
 export type Verdict = { ok: true } | { ok: false; reason: string };
@@ -28,6 +30,8 @@ export type Verdict = { ok: true } | { ok: false; reason: string };
  * after a job), or `busy` with a job. Only a ready runner counts as capacity.
  */
 export type RunnerCondition = 'booting' | 'ready' | 'busy';
+/** A guest's corral metadata as a backend read it, or why it could not. */
+export type MetaResult = { ok: true; meta: GuestMeta } | { ok: false; reason: string };
 
 export interface ObservedGuest {
   name: string;
@@ -58,6 +62,8 @@ export interface BuildRequest {
   name: string;
   profile: CompiledProfile;
   meta: GuestMeta;
+  /** The cached base image (a standalone qcow2) the build's disk overlays. */
+  baseImage: string;
 }
 
 export type BuildCheck = { done: false } | { done: true; verdict: Verdict };
@@ -67,6 +73,31 @@ export interface RunnerRequest {
   name: string;
   profile: CompiledProfile;
   meta: GuestMeta;
+}
+
+/** Guest lifecycle changes, as every backend reports them. */
+export type GuestEventKind = 'defined' | 'undefined' | 'renamed' | 'started' | 'stopped' | 'crashed';
+
+export interface GuestEvent {
+  guest: string;
+  kind: GuestEventKind;
+  /** The backend's own word for it (libvirt's event detail: `Destroyed`, `Shutdown`, …). */
+  detail: string;
+  /** ISO time the backend stamped on it. */
+  time: string;
+}
+
+export interface GuestEventSink {
+  onEvent(event: GuestEvent): void;
+  /**
+   * The stream was down and is up again: events may have been lost meanwhile, so look again.
+   * (Events only trigger passes; every pass re-observes everything, so a lost event costs at most this.)
+   */
+  onResumed?(): void;
+}
+
+export interface GuestEventStream {
+  close(): Promise<void>;
 }
 
 export interface Hypervisor {
@@ -85,4 +116,19 @@ export interface Hypervisor {
   destroy(name: string): Promise<void>;
   /** Serial console output of a guest, when the backend keeps it. */
   consoleLog(name: string): Promise<string | undefined>;
+  /**
+   * Lifecycle events of every guest (not only ours: callers filter by prefix) until closed. A
+   * backend whose stream breaks reconnects by itself and says so once in the log; meanwhile only
+   * the resync timer looks again.
+   */
+  watchEvents(sink: GuestEventSink): GuestEventStream;
+  /** Renames a finished, failed rebuild out of the way (`--keep-failed`), stopping it first; never promoted. */
+  setAside(rebuild: string, failed: string): Promise<void>;
+  /** The guest's root disk and every image under it, top first ([] when unknown). */
+  diskChain(name: string): Promise<string[]>;
+  /**
+   * Every file any defined guest uses, ours or not, following every disk's backing chain: what
+   * garbage collection must never remove.
+   */
+  filesInUse(): Promise<Set<string>>;
 }

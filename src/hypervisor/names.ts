@@ -1,15 +1,19 @@
 /**
  * Guest naming. The role of a guest comes from its name, so the rename rebuild → template is the
- * single commit point of a promotion (DESIGN.md §1).
+ * single commit point of a promotion (docs/design.md, "Naming").
  */
-export type Role = 'rebuild' | 'template' | 'runner';
+import { PROFILE_NAME } from '../sources/profile-name.js';
 
-export const PROFILE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** `failed`: a failed rebuild set aside by `--keep-failed` for debugging; never promoted, collected by gc. */
+export type Role = 'rebuild' | 'template' | 'runner' | 'failed';
+
+export { PROFILE_NAME } from '../sources/profile-name.js';
 /** `<UTC timestamp>-<8 hex of inputs hash>`: sortable and unique. */
 export const GEN = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 
 export type ParsedName =
-  { role: 'rebuild' | 'template'; profile: string; gen: string } | { role: 'runner'; profile: string; index: number };
+  | { role: 'rebuild' | 'template' | 'failed'; profile: string; gen: string }
+  | { role: 'runner'; profile: string; index: number };
 
 export function rebuildName(prefix: string, profile: string, gen: string): string {
   return `${prefix}-rebuild-${profile}@${gen}`;
@@ -17,6 +21,10 @@ export function rebuildName(prefix: string, profile: string, gen: string): strin
 
 export function templateName(prefix: string, profile: string, gen: string): string {
   return `${prefix}-template-${profile}@${gen}`;
+}
+
+export function failedName(prefix: string, profile: string, gen: string): string {
+  return `${prefix}-failed-${profile}@${gen}`;
 }
 
 export function runnerName(prefix: string, profile: string, index: number): string {
@@ -39,9 +47,9 @@ export function hasPrefix(prefix: string, name: string): boolean {
 export function parseName(prefix: string, name: string): ParsedName | undefined {
   if (!hasPrefix(prefix, name)) return undefined;
   const rest = name.slice(prefix.length + 1);
-  const build = /^(rebuild|template)-(.+)@(.+)$/.exec(rest);
+  const build = /^(rebuild|template|failed)-(.+)@(.+)$/.exec(rest);
   if (build) {
-    const [, role, profile, gen] = build as unknown as [string, 'rebuild' | 'template', string, string];
+    const [, role, profile, gen] = build as unknown as [string, 'rebuild' | 'template' | 'failed', string, string];
     if (!PROFILE_NAME.test(profile) || !GEN.test(gen)) return undefined;
     return { role, profile, gen };
   }

@@ -1,5 +1,5 @@
 import { oneLine } from '../util/escape.js';
-import type { Action, Plan } from './types.js';
+import type { Action, Plan, Requeue } from './types.js';
 
 const SYMBOL: Record<Action['action'], string> = {
   build: '+',
@@ -12,11 +12,32 @@ const SYMBOL: Record<Action['action'], string> = {
 };
 
 export function planToJson(plan: Plan, generation: number | null): object {
-  return { format_version: 1, generation, actions: plan.actions, waits: plan.waits, unrecognized: plan.unrecognized };
+  return {
+    format_version: 1,
+    generation,
+    actions: plan.actions,
+    waits: plan.waits,
+    unrecognized: plan.unrecognized,
+    requeueAt: plan.requeue?.at ?? null,
+    requeueReason: plan.requeue?.reason ?? null,
+  };
+}
+
+/** `retry at 14:05:10, in 40 s` (UTC, like every time corral prints). */
+export function formatRequeue(requeue: Requeue, now: Date): string {
+  const at = new Date(requeue.at);
+  const seconds = Math.max(0, Math.ceil((at.getTime() - now.getTime()) / 1000));
+  const within =
+    seconds < 120
+      ? `${seconds} s`
+      : seconds < 7200
+        ? `${Math.round(seconds / 60)} min`
+        : `${Math.round(seconds / 3600)} h`;
+  return `retry at ${at.toISOString().slice(11, 19)}, in ${within}`;
 }
 
 /** Terraform-like lines: `+` creates, `~` changes, `-` removes; `=` says why a profile waits. */
-export function formatPlan(plan: Plan): string {
+export function formatPlan(plan: Plan, now: Date): string {
   const lines: string[] = [];
   for (const a of plan.actions) {
     const target =
@@ -30,6 +51,7 @@ export function formatPlan(plan: Plan): string {
   }
   for (const w of plan.waits) lines.push(`  = ${w.profile}: ${w.reason}`);
   for (const u of plan.unrecognized) lines.push(`  ? ${oneLine(u.name)}: ${oneLine(u.reason)} (left alone)`);
+  if (plan.requeue) lines.push(`  @ ${formatRequeue(plan.requeue, now)} (${plan.requeue.reason})`);
   const counts = new Map<string, number>();
   for (const a of plan.actions) counts.set(a.action, (counts.get(a.action) ?? 0) + 1);
   const summary =

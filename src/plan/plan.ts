@@ -4,14 +4,17 @@ import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
 import { createdAt, newestFirst } from './gen-time.js';
 import { planRunners } from './runners.js';
-import type { Action, Plan, PlanInput, Policy, Wait } from './types.js';
+import type { Action, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
 
 /**
  * The pure heart of corral: from the desired profiles and the observed guests, the actions that
- * converge them. No I/O; the same input always gives the same plan.
+ * converge them, the waits that hold a profile back, and when to look again with no outside event
+ * (docs/design.md, "The planner"). No I/O, and the input is never changed: the same input always
+ * gives the same plan.
  */
 export function plan(input: PlanInput): Plan {
-  const { profiles, observed, now, policy } = input;
+  const { profiles, observed, now, policy, facts } = input;
+  const ctx: Ctx = { now, policy, facts, wakes: [] };
   const byProfile = new Map<string, ObservedGuest[]>();
   for (const guest of observed.guests) {
     const list = byProfile.get(guest.profile) ?? [];
@@ -25,7 +28,7 @@ export function plan(input: PlanInput): Plan {
   const booting: string[] = [];
   const draining: string[] = [];
   for (const profile of profiles) {
-    const result = planProfile(profile, byProfile.get(profile.name) ?? [], now, policy, taken);
+    const result = planProfile(profile, byProfile.get(profile.name) ?? [], ctx, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
     booting.push(...result.booting);
@@ -33,23 +36,45 @@ export function plan(input: PlanInput): Plan {
     byProfile.delete(profile.name);
   }
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
-    actions.push(...planRemoved(name, guests, policy));
+    actions.push(...planRemoved(name, guests, facts));
   }
   const unrecognized = observed.unrecognized.map((u) =>
     parseName(policy.prefix, u.name)
       ? { ...u, reason: `${u.reason}; it holds a name corral would use, so corral skips that name` }
       : u,
   );
-  return { actions, waits, unrecognized, booting, draining };
+  for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
+  for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
+  const requeue = earliest(ctx.wakes, now);
+  return { actions, waits, unrecognized, booting, draining, ...(requeue ? { requeue } : {}) };
+}
+
+interface Ctx {
+  now: Date;
+  policy: Policy;
+  facts: Facts;
+  /** Times at which the answer changes by itself, collected while planning. */
+  wakes: Requeue[];
+}
+
+/** The first wake-up strictly after now. */
+function earliest(wakes: Requeue[], now: Date): Requeue | undefined {
+  let best: Requeue | undefined;
+  for (const w of wakes) {
+    const t = Date.parse(w.at);
+    if (Number.isNaN(t) || t <= now.getTime()) continue;
+    if (!best || t < Date.parse(best.at)) best = w;
+  }
+  return best;
 }
 
 function planProfile(
   profile: CompiledProfile,
   guests: ObservedGuest[],
-  now: Date,
-  policy: Policy,
+  ctx: Ctx,
   taken: ReadonlySet<string>,
 ): { actions: Action[]; waits: Wait[]; booting: string[]; draining: string[] } {
+  const { now, policy, facts } = ctx;
   const actions: Action[] = [];
   const waits: Wait[] = [];
   const base = { profile: profile.name };
@@ -57,7 +82,7 @@ function planProfile(
   let inFlight: ObservedGuest | undefined;
 
   for (const rebuild of guests.filter((g) => g.role === 'rebuild').sort(newestFirst)) {
-    if (isInFlight(rebuild, policy)) {
+    if (isInFlight(rebuild, facts)) {
       inFlight ??= rebuild;
       continue;
     }
@@ -71,7 +96,7 @@ function planProfile(
         template,
         reason: 'orphaned rebuild finished successfully',
       });
-      templates.unshift({ ...rebuild, role: 'template', name: template });
+      templates.push({ ...rebuild, role: 'template', name: template });
       continue;
     }
     const why =
@@ -84,6 +109,7 @@ function planProfile(
             : 'rebuild stopped without a verdict';
     actions.push({ ...base, action: 'discard', guest: rebuild.name, reason: why });
   }
+  // A copy: the observation handed in is never reordered or changed.
   templates.sort(newestFirst);
 
   const current = templates.filter((t) => t.meta.inputsHash === profile.inputsHash);
@@ -97,23 +123,51 @@ function planProfile(
     : maxAge !== undefined && ageSeconds > maxAge
       ? `template ${newest.gen} is ${formatDuration(ageSeconds)} old (rebuild.maxAge ${formatDuration(maxAge)})`
       : undefined;
+  if (newest && maxAge !== undefined && !needReason) {
+    // The template turns too old by itself: look again just after that moment.
+    const at = new Date(createdAt(newest).getTime() + maxAge * 1000 + 1).toISOString();
+    ctx.wakes.push({ at, reason: `${profile.name}: template ${newest.gen} reaches rebuild.maxAge` });
+  }
 
   // Queued in this process but not defined yet: invisible to observation, yet already on its way.
   const queued = inFlight
     ? undefined
-    : [...(policy.inFlight ?? [])].find((n) => parseName(policy.prefix, n)?.profile === profile.name);
-  if (queued) {
-    waits.push({ ...base, reason: `build ${queued} queued or starting` });
-  } else if (inFlight) {
+    : (facts.inFlight ?? []).find((n) => parseName(policy.prefix, n)?.profile === profile.name);
+  const unresolved = facts.unresolvedBases?.[profile.name];
+  if (unresolved) {
+    // Transient: whatever runs keeps running on the template it has; the resolver tries again at retryAt.
     waits.push({
       ...base,
-      reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - createdAt(inFlight).getTime()) / 1000)}`,
+      kind: 'base-unresolved',
+      until: unresolved.retryAt,
+      reason: `base not resolved: ${unresolved.reason}; live template and runners kept`,
     });
-  } else if (needReason) {
-    const backoff = policy.backoff[profile.name];
-    if (backoff && Date.parse(backoff.until) > now.getTime()) {
+  }
+  if (queued) {
+    waits.push({ ...base, kind: 'build-queued', reason: `build ${queued} queued or starting` });
+  } else if (inFlight) {
+    const started = createdAt(inFlight).getTime();
+    waits.push({
+      ...base,
+      kind: 'build-in-flight',
+      // Its provision.timeout deadline: the build is judged by then at the latest.
+      until: new Date(started + profile.provision.timeoutSeconds * 1000).toISOString(),
+      reason: `build ${inFlight.name} in flight for ${formatDuration((now.getTime() - started) / 1000)}`,
+    });
+  } else if (needReason && !unresolved) {
+    const backoff = facts.backoff[profile.name];
+    const configError = facts.configErrors?.[profile.name];
+    if (configError?.inputsHash === profile.inputsHash) {
       waits.push({
         ...base,
+        kind: 'config-error',
+        reason: `${needReason}; the last build failed on a configuration error, so none starts until the profile changes: ${configError.error}`,
+      });
+    } else if (backoff && Date.parse(backoff.until) > now.getTime()) {
+      waits.push({
+        ...base,
+        kind: 'build-backoff',
+        until: backoff.until,
         reason: backoff.host
           ? `${needReason}; backing off after a host problem until ${backoff.until} (${backoff.failures} failure(s); last: ${backoff.lastError})`
           : `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
@@ -135,10 +189,11 @@ function planProfile(
   // Runners follow the newest current template, or the newest template at all while a rebuild is pending.
   const serving = newest ?? templates[0];
   const runners = guests.filter((g) => g.role === 'runner');
-  const runnerPlan = planRunners(profile, runners, serving, policy, now, taken);
+  const runnerPlan = planRunners(profile, runners, serving, ctx, taken);
   actions.push(...runnerPlan.actions);
   waits.push(...runnerPlan.waits);
-  if (!serving && profile.runners > 0) waits.push({ ...base, reason: 'runners wait for the first template' });
+  if (!serving && profile.runners > 0)
+    waits.push({ ...base, kind: 'no-template', reason: 'runners wait for the first template' });
 
   const keep = new Set(templates.slice(0, policy.keepTemplates).map((t) => t.name));
   if (serving) keep.add(serving.name);
@@ -155,12 +210,12 @@ function planProfile(
 }
 
 /** Guests of a profile that no source declares any more (removed or masked). */
-function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Action[] {
+function planRemoved(name: string, guests: ObservedGuest[], facts: Facts): Action[] {
   const actions: Action[] = [];
   const reason = 'profile no longer declared by any source (removed or masked)';
   for (const g of guests) {
     if (g.role === 'runner') actions.push({ profile: name, action: 'destroy-runner', guest: g.name, reason });
-    else if (g.role === 'rebuild' && !isInFlight(g, policy)) {
+    else if (g.role === 'rebuild' && !isInFlight(g, facts)) {
       actions.push({ profile: name, action: 'discard', guest: g.name, reason });
     }
   }
@@ -170,7 +225,7 @@ function planRemoved(name: string, guests: ObservedGuest[], policy: Policy): Act
   return actions;
 }
 
-function isInFlight(rebuild: ObservedGuest, policy: Policy): boolean {
-  if (policy.ownerToken === undefined || rebuild.meta.owner !== policy.ownerToken) return false;
-  return policy.inFlight ? policy.inFlight.has(rebuild.name) : true;
+function isInFlight(rebuild: ObservedGuest, facts: Facts): boolean {
+  if (facts.ownerToken === undefined || rebuild.meta.owner !== facts.ownerToken) return false;
+  return facts.inFlight ? facts.inFlight.includes(rebuild.name) : true;
 }

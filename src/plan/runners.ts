@@ -2,7 +2,7 @@ import type { ObservedGuest, RunnerCondition } from '../hypervisor/hypervisor.js
 import { runnerName } from '../hypervisor/names.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
-import type { Action, Policy, Wait } from './types.js';
+import type { Action, Facts, Policy, Wait } from './types.js';
 
 export interface RunnerPlan {
   actions: Action[];
@@ -17,6 +17,12 @@ export interface RunnerPlan {
 
 /** Six hours: long enough for nearly every CI job, short enough that an outdated runner does not linger for days. */
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 6 * 3600;
+
+/**
+ * How soon the plan asks to look again while runners are booting or draining: what a runner says
+ * on its status channel is not a lifecycle event, so only a pass sees it.
+ */
+export const READY_RECHECK_MS = 2000;
 
 /** What a running runner said; a backend that cannot tell (memory) reports nothing, which counts as ready. */
 export function conditionOf(r: ObservedGuest): RunnerCondition {
@@ -41,13 +47,15 @@ export function planRunners(
   profile: CompiledProfile,
   runners: ObservedGuest[],
   serving: ObservedGuest | undefined,
-  policy: Policy,
-  now: Date = new Date(0),
+  ctx: { now: Date; policy: Policy; facts: Facts },
   /** Names held by guests corral does not recognise: skipped, never created over. */
   taken: ReadonlySet<string> = new Set(),
 ): RunnerPlan {
+  const { policy, now } = ctx;
   const actions: Action[] = [];
   const waits: Wait[] = [];
+  const crashBackoff = ctx.facts.runnerBackoff[profile.name];
+  const holdCrashed = crashBackoff !== undefined && Date.parse(crashBackoff.until) > ctx.now.getTime();
   const remainingGens = new Set<string>();
   const base = { profile: profile.name };
   const desired = profile.runners;
@@ -82,6 +90,8 @@ export function planRunners(
   let slots = Math.max(0, desired - alive.length);
   // Counted as current (booting) from here on: they are being recreated on the serving template.
   let recreated = 0;
+  // Crashed runners left in place during the runner back-off: they keep their slot.
+  let held = 0;
   for (const r of dead) {
     if (!serving || slots === 0) {
       const why = !serving ? 'no template to replace it from' : `${runners.length} runners, want ${desired}`;
@@ -89,8 +99,23 @@ export function planRunners(
       continue;
     }
     slots--;
+    const crashed = r.state === 'crashed';
+    if (crashed && holdCrashed) {
+      // A runner that dies on every boot would otherwise be replaced on every event: wait out the
+      // back-off. It keeps its slot meanwhile, so no other runner is created in its place.
+      waits.push({
+        ...base,
+        kind: 'runner-backoff',
+        until: crashBackoff.until,
+        reason: `${r.name} crashed; runners of this profile crashed ${crashBackoff.failures} time(s) in a row, so it is replaced at ${crashBackoff.until} (last: ${crashBackoff.lastError})`,
+      });
+      remainingGens.add(r.meta.gen);
+      held++;
+      continue;
+    }
     recreated++;
     removed.add(r.name);
+    const reason = crashed ? 'runner crashed' : 'runner shut off (job done)';
     actions.push({
       ...base,
       action: 'replace-runner',
@@ -99,7 +124,8 @@ export function planRunners(
       template: serving.name,
       templateHash: serving.meta.inputsHash,
       createFirst: false,
-      reason: r.state === 'crashed' ? 'runner crashed' : 'runner shut off (job done)',
+      reason,
+      ...(crashed ? { crashed: true as const } : {}),
     });
     remainingGens.add(serving.gen ?? '');
   }
@@ -142,14 +168,15 @@ export function planRunners(
     if (excess > 0)
       waits.push({
         ...base,
+        kind: 'runners-busy',
         reason: `${excess} busy runner(s) beyond the count of ${desired} left to finish their job`,
       });
   }
 
   // Create: fill up to the runner count; while outdated runners remain, up to a surge beyond it.
   const surge = Math.max(1, Math.ceil(desired * policy.surgeFraction));
-  const currentAfter = current.filter((r) => !removed.has(r.name)).length + recreated;
-  const aliveCount = aliveAfter.filter((r) => !removed.has(r.name)).length + recreated;
+  const currentAfter = current.filter((r) => !removed.has(r.name)).length + recreated + held;
+  const aliveCount = aliveAfter.filter((r) => !removed.has(r.name)).length + recreated + held;
   const outdatedLeft = outdated.filter((r) => !removed.has(r.name)).length;
   const room = outdatedLeft > 0 ? desired + surge - aliveCount : desired - aliveCount;
   const creates = serving ? Math.max(0, Math.min(desired - currentAfter, room)) : 0;
@@ -173,11 +200,19 @@ export function planRunners(
   if (outdatedLeft > 0 && booting.length > 0)
     waits.push({
       ...base,
+      kind: 'runner-booting',
+      // What a runner says on its status channel is no lifecycle event: look again shortly.
+      until: new Date(now.getTime() + READY_RECHECK_MS).toISOString(),
       reason: `outdated runners wait for ${booting.map((r) => r.name).join(', ')} to say ready`,
     });
   for (const r of outdated.filter((o) => isBusy(o) && !removed.has(o.name)))
     waits.push({
       ...base,
+      kind: 'runner-draining',
+      // Looked at again shortly (it may have gone idle), and at the latest when its drain times out.
+      until: new Date(
+        Math.min(now.getTime() + READY_RECHECK_MS, now.getTime() + (drainTimeout - busyFor(r)) * 1000 + 1000),
+      ).toISOString(),
       reason: `${r.name} is busy on outdated template ${r.meta.gen}: draining (up to rollout.drainTimeout ${formatDuration(drainTimeout)})`,
     });
   return { actions, waits, remainingGens, booting: booting.map((r) => r.name), draining };

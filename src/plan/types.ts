@@ -3,33 +3,63 @@ import type { Observation } from '../hypervisor/hypervisor.js';
 
 export interface BackoffEntry {
   failures: number;
-  /** ISO time before which no new build of the profile starts. */
+  /** ISO time before which the profile is not tried again. */
   until: string;
   lastError: string;
   /** The last failure was the host's (a HostError), not a build's. */
   host?: true;
 }
 
+/** What the operator configured: the same for every pass until the host config changes. */
 export interface Policy {
-  prefix: string;
-  keepTemplates: number;
-  /** Lock token of the process that owns in-flight builds; rebuilds owned by anyone else are orphans. */
-  ownerToken?: string;
-  /**
-   * Rebuilds the owner is waiting on right now, when the planner runs inside the owner. A rebuild
-   * carrying our token but not in this set (its failed destroy left it behind) is an orphan too.
-   */
-  inFlight?: ReadonlySet<string>;
-  backoff: Record<string, BackoffEntry>;
+  readonly prefix: string;
+  readonly keepTemplates: number;
   /** At most this fraction of a profile's runners is being replaced at once (at least one). */
-  surgeFraction: number;
+  readonly surgeFraction: number;
+  readonly concurrency: Readonly<{ builds: number; clones: number }>;
+}
+
+/** A configured source dir that is gone but still within its grace period: its profiles are kept until `until`. */
+export interface AbsentSource {
+  readonly dir: string;
+  /** ISO time the grace period ends. */
+  readonly until: string;
+}
+
+/** What is true right now besides the guests: a snapshot taken for one plan, never changed under it. */
+export interface Facts {
+  /** Lock token of the process that owns in-flight builds; rebuilds owned by anyone else are orphans. */
+  readonly ownerToken?: string;
+  /**
+   * Rebuilds the owner has queued or is waiting on, when the planner runs inside the owner. A rebuild
+   * carrying our token but not in this list (its failed destroy left it behind) is an orphan too.
+   * Undefined outside the owner (`corral plan`, `status`): every rebuild with the owner's token counts as in flight.
+   */
+  readonly inFlight?: readonly string[];
+  /** Per-profile back-off after failed builds. */
+  readonly backoff: Readonly<Record<string, Readonly<BackoffEntry>>>;
+  /** Per-profile back-off after runners crashed: a runner that dies on every boot is not replaced in a hot loop. */
+  readonly runnerBackoff: Readonly<Record<string, Readonly<BackoffEntry>>>;
+  readonly absentSources: readonly AbsentSource[];
+  /**
+   * Builds that failed on a configuration error (a bad base, say), by profile, with the inputs hash
+   * they were tried with: retrying cannot help, so no build of those inputs starts again. A change
+   * of the sources changes the hash and lifts it.
+   */
+  readonly configErrors?: Readonly<Record<string, Readonly<{ inputsHash: string; error: string }>>>;
+  /**
+   * Profiles whose base version could not be resolved this pass (docs/images.md, "Resolve"): no
+   * build starts for them, their live template and runners stay; `retryAt` is when to look again.
+   */
+  readonly unresolvedBases?: Readonly<Record<string, Readonly<{ reason: string; retryAt: string }>>>;
 }
 
 export interface PlanInput {
-  profiles: CompiledProfile[];
-  observed: Observation;
-  now: Date;
-  policy: Policy;
+  readonly profiles: readonly CompiledProfile[];
+  readonly observed: Observation;
+  readonly now: Date;
+  readonly policy: Policy;
+  readonly facts: Facts;
 }
 
 interface Base {
@@ -49,15 +79,38 @@ export type Action =
       template: string;
       templateHash: string;
       createFirst: boolean;
+      /** The runner crashed (rather than shut off after its job): counts towards the profile's runner back-off. */
+      crashed?: true;
     })
   | (Base & { action: 'destroy-runner' })
   | (Base & { action: 'retire-template' });
 
 export type ActionKind = Action['action'];
 
-/** Why a profile is not converging right now, even though nothing is to be done this pass. */
-export interface Wait {
-  profile: string;
+/**
+ * Why a profile is not converging right now, even though nothing is to be done for it this pass.
+ * `until` is when the wait ends by itself (no outside event needed); absent when only an event ends it.
+ */
+export type Wait = { profile: string; reason: string; until?: string } & (
+  | {
+      kind:
+        | 'build-backoff'
+        | 'runner-backoff'
+        | 'build-in-flight'
+        | 'base-unresolved'
+        | 'runner-booting'
+        | 'runner-draining';
+      until: string;
+    }
+  | { kind: 'build-queued' | 'no-template' | 'config-error' | 'runners-busy' }
+);
+
+export type WaitKind = Wait['kind'];
+
+/** The earliest time this plan's answer changes with nothing happening outside (controller-runtime's RequeueAfter). */
+export interface Requeue {
+  /** ISO time. */
+  at: string;
   reason: string;
 }
 
@@ -69,4 +122,5 @@ export interface Plan {
   booting: string[];
   /** Busy runners on outdated templates left to finish their job (never waited for by `reconcile --once`). */
   draining: string[];
+  requeue?: Requeue;
 }

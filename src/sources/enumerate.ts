@@ -2,6 +2,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import type { Problem } from '../errors.js';
 import type { SourceSpec } from '../config/host-config.js';
+import { isWildSegment, PathPattern } from './path-pattern.js';
 
 /** A concrete directory of profiles. A glob source yields one per matching directory. */
 export interface ResolvedSource {
@@ -52,19 +53,17 @@ async function dirState(dir: string): Promise<'dir' | 'missing' | string> {
   }
 }
 
-/** Expands `*` and `?` within path segments (no `**`): enough for `/mnt/*\/corral/profiles`. Sorted. */
+/** Expands a source glob (see path-pattern.ts) to the directories it matches now. Sorted. */
 export async function expandGlob(pattern: string, problems: Problem[] = []): Promise<string[]> {
-  const segments = pattern.split(sep);
-  let current = [segments[0] === '' ? sep : (segments[0] ?? '')];
-  for (const segment of segments.slice(1)) {
-    if (segment === '') continue;
+  const compiled = new PathPattern(pattern);
+  let current: string[] = [sep];
+  for (const [index, segment] of compiled.segments.entries()) {
     const next: string[] = [];
     for (const base of current) {
-      if (!/[*?[]/.test(segment)) {
+      if (!isWildSegment(segment)) {
         next.push(join(base, segment));
         continue;
       }
-      const matcher = segmentMatcher(segment);
       // A dir on the way that is not there matches nothing; one that cannot be read is unknown, not empty.
       const entries = await readdir(base, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT' && error.code !== 'ENOTDIR')
@@ -76,7 +75,7 @@ export async function expandGlob(pattern: string, problems: Problem[] = []): Pro
         return [];
       });
       for (const entry of entries) {
-        if (entry.name.startsWith('.') || !matcher.test(entry.name)) continue;
+        if (!compiled.matchesSegment(index, entry.name)) continue;
         // A glob selects directories: a stray file next to them is no source and no error.
         const path = join(base, entry.name);
         if (entry.isDirectory() || (entry.isSymbolicLink() && (await isDir(path)))) next.push(path);
@@ -92,17 +91,4 @@ async function isDir(path: string): Promise<boolean> {
     (info) => info.isDirectory(),
     () => false,
   );
-}
-
-function segmentMatcher(segment: string): RegExp {
-  const body = segment
-    .replace(/[.+^${}()|\\]/g, '\\$&')
-    .replace(/\*/g, '[^/]*')
-    .replace(/\?/g, '[^/]');
-  try {
-    return new RegExp(`^${body}$`);
-  } catch {
-    // An unbalanced `[`: match the segment literally rather than crash the whole compile.
-    return new RegExp(`^${segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
-  }
 }

@@ -16,27 +16,34 @@ export class FileDigests {
   }
 
   /** The content digest and whether the file is executable (a script's mode changes what a guest can run). */
-  async describe(path: string): Promise<{ sha256: string; executable: boolean }> {
+  async describe(path: string): Promise<{ sha256: string; executable: boolean; mode: string }> {
     const info = await stat(path);
     const executable = (info.mode & 0o111) !== 0;
+    const mode = (info.mode & 0o7777).toString(8).padStart(4, '0');
     const key = `${info.size}:${info.mtimeMs}:${info.ino}`;
     const hit = this.known.get(path);
-    if (hit?.key === key) return { sha256: hit.digest, executable };
+    if (hit?.key === key) return { sha256: hit.digest, executable, mode };
     const digest = await sha256File(path);
     this.known.set(path, { key, digest });
-    return { sha256: digest, executable };
+    return { sha256: digest, executable, mode };
   }
 }
 
-/** Adds the inputs list, base version and build inputs hash (DESIGN.md §1) to a profile. */
+/** Adds the inputs list, base version and build inputs hash (docs/design.md, "Concepts and naming") to a profile. */
 export async function hashInputs(profile: ReadProfile, digests: FileDigests): Promise<CompiledProfile> {
   const rel = (p: string) => relative(profile.dir, p);
   const inputs: InputFile[] = [];
   for (const file of profile.files) {
-    const { sha256: digest, executable } = await digests.describe(file);
-    inputs.push({ path: rel(file), sha256: digest, ...(executable ? { executable } : {}) });
+    const { sha256: digest, executable, mode } = await digests.describe(file);
+    inputs.push({ path: rel(file), sha256: digest, ...(executable ? { executable } : {}), mode });
   }
-  const baseVersion = profile.base.kind === 'file' ? `sha256:${await digests.digest(profile.base.file)}` : '';
+  // `checksums` bases are versioned per pass by the resolver, which folds the version into the hash.
+  const baseVersion =
+    profile.base.kind === 'file'
+      ? `sha256:${await digests.digest(profile.base.file)}`
+      : profile.base.kind === 'url'
+        ? `sha256:${profile.base.sha256}`
+        : '';
   // Paths are hashed relative to the profile dir: moving a profile to another source keeps its images.
   const relative_ = (p: string | undefined) => (p === undefined ? undefined : rel(p));
   const image = {
@@ -48,9 +55,12 @@ export async function hashInputs(profile: ReadProfile, digests: FileDigests): Pr
       initrd: relative_(profile.guest.initrd),
     },
     provision: { ...profile.provision, dir: rel(profile.provision.dir) },
-    rebuild: profile.rebuild,
+    // Whether a new upstream version rebuilds is policy, not an input: toggling it rebuilds nothing.
+    rebuild: { ...profile.rebuild, onBaseUpdate: undefined },
   };
-  const inputsHash = `sha256:${sha256(canonicalJson({ image, inputs, baseVersion }))}`;
+  // The mode text is for the manifest; only the execute bit is an input (as it always was).
+  const hashed = inputs.map(({ mode: _mode, ...rest }) => rest);
+  const inputsHash = `sha256:${sha256(canonicalJson({ image, inputs: hashed, baseVersion }))}`;
   const { override: _override, files: _files, ...rest } = profile;
   return { ...rest, baseVersion, inputs, inputsHash };
 }

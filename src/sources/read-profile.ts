@@ -3,11 +3,13 @@ import { join, relative } from 'node:path';
 import type { Problem } from '../errors.js';
 import { readYamlMapping } from '../config/read-yaml.js';
 import { schemaProblems, type Validators } from '../config/schema.js';
-import { PROFILE_NAME } from '../hypervisor/names.js';
+import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
-import type { CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
+import type { BaseSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
 import { confine } from './confine.js';
+import { baseUrlProblem, fileNameOf } from './base-url.js';
+import { parseSize } from '../util/size.js';
 
 export const PROFILE_FILE = 'profile.yaml';
 
@@ -30,7 +32,7 @@ export function profileNameProblem(name: string): string | undefined {
 
 interface RawProfile {
   runners: number;
-  base: { file?: string; url?: string; sha256?: string; oci?: string };
+  base: { file?: string; url?: string; sha256?: string; checksums?: string; oci?: string };
   guest?: {
     cpus?: number;
     memory?: number | string;
@@ -39,9 +41,10 @@ interface RawProfile {
     initrd?: string;
     cmdline?: string;
     network?: GuestNetwork;
+    disk?: string;
   };
   provision?: { dir?: string; entry?: string; timeout?: number | string };
-  rebuild?: { maxAge?: number | string };
+  rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
   rollout?: { drainTimeout?: number | string };
   labels?: Record<string, string>;
   override?: boolean;
@@ -99,6 +102,11 @@ export async function readProfile(
   }
   if (raw.guest?.cmdline !== undefined) guest.cmdline = raw.guest.cmdline;
   if (raw.guest?.network !== undefined && raw.guest.network !== 'user') guest.network = raw.guest.network;
+  if (raw.guest?.disk !== undefined) {
+    const bytes = parseSize(raw.guest.disk);
+    if (bytes === undefined) error('/guest/disk', `not a disk size: ${JSON.stringify(raw.guest.disk)} (use e.g. 40G)`);
+    else guest.diskBytes = bytes;
+  }
   if ((guest.kernel === undefined) !== (guest.initrd === undefined) && problems.length === 0) {
     error('/guest', 'direct kernel boot needs both "kernel" and "initrd"');
   }
@@ -152,10 +160,21 @@ export async function readProfile(
       base,
       guest,
       provision: { dir: provisionDir, ...(entry !== undefined ? { entry } : {}), timeoutSeconds: timeoutSeconds ?? 0 },
-      rebuild: maxAgeSeconds ? { maxAgeSeconds } : {},
+      rebuild: {
+        ...(maxAgeSeconds ? { maxAgeSeconds } : {}),
+        ...(raw.rebuild?.onBaseUpdate === false ? { onBaseUpdate: false as const } : {}),
+      },
       ...(drainTimeoutSeconds ? { rollout: { drainTimeoutSeconds } } : {}),
       labels: raw.labels ?? {},
-      files: [...new Set([base.file, guest.xml, guest.kernel, guest.initrd, ...provisionFiles])]
+      files: [
+        ...new Set([
+          base.kind === 'file' ? base.file : undefined,
+          guest.xml,
+          guest.kernel,
+          guest.initrd,
+          ...provisionFiles,
+        ]),
+      ]
         .filter((f): f is string => f !== undefined)
         .sort(),
     },
@@ -214,17 +233,37 @@ async function readBase(
   raw: RawProfile['base'],
   error: (where: string, message: string) => void,
   path: (where: string, reference: string | undefined) => Promise<string | undefined>,
-): Promise<{ kind: 'file'; file: string } | undefined> {
+): Promise<BaseSpec | undefined> {
   const kinds = (['file', 'url', 'oci'] as const).filter((k) => raw[k] !== undefined);
   if (kinds.length !== 1) {
     error('/base', `needs exactly one of "file", "url" or "oci"${kinds.length ? ` (found ${kinds.join(', ')})` : ''}`);
     return undefined;
   }
-  if (raw.sha256 !== undefined && raw.url === undefined) error('/base/sha256', '"sha256" goes with "url"');
-  if (raw.url !== undefined || raw.oci !== undefined) {
-    error(`/base/${kinds[0]}`, `base.${kinds[0]} is not supported yet; use base.file`);
+  if (raw.oci !== undefined) {
+    error('/base/oci', 'base.oci is not supported yet (OCI distribution comes later); use base.file or base.url');
     return undefined;
   }
-  const file = await path('/base/file', raw.file);
-  return file ? { kind: 'file', file } : undefined;
+  if (raw.file !== undefined) {
+    for (const key of ['sha256', 'checksums'] as const)
+      if (raw[key] !== undefined) error(`/base/${key}`, `"${key}" goes with "url", not "file"`);
+    const file = await path('/base/file', raw.file);
+    return file ? { kind: 'file', file } : undefined;
+  }
+  const url = raw.url as string;
+  const urlProblem = baseUrlProblem(url);
+  if (urlProblem) error('/base/url', urlProblem);
+  if ((raw.sha256 === undefined) === (raw.checksums === undefined)) {
+    error(
+      '/base',
+      'base.url needs exactly one of "sha256" (a pinned digest) or "checksums" (the URL of a checksum list)',
+    );
+    return undefined;
+  }
+  if (raw.sha256 !== undefined) return urlProblem ? undefined : { kind: 'url', url, sha256: raw.sha256 };
+  const checksums = raw.checksums as string;
+  const listProblem = baseUrlProblem(checksums);
+  if (listProblem) error('/base/checksums', listProblem);
+  if (urlProblem || listProblem) return undefined;
+  if (fileNameOf(url) === '') error('/base/url', `has no file name to look up in the checksum list: ${url}`);
+  return fileNameOf(url) === '' ? undefined : { kind: 'checksums', url, checksums };
 }

@@ -1,7 +1,17 @@
 /** The compiled view: what every downstream step reads. Produced by compile(), stored as view.json. */
 
+/**
+ * Where a profile's base image comes from (docs/images.md):
+ * - `file`: a file inside the profile dir; its sha256 is the version, known at compile time.
+ * - `url` + `sha256`: pinned; the version is the pinned digest.
+ * - `url` + `checksums`: a checksum list (SHA256SUMS style) re-read before every pass; the line
+ *   for the URL's file name is the version, so a new upstream image is a new version.
+ * URLs are `http(s)://` or `file://`.
+ */
 export type BaseSpec =
-  { kind: 'file'; file: string } | { kind: 'url'; url: string; sha256: string } | { kind: 'oci'; ref: string };
+  | { kind: 'file'; file: string }
+  | { kind: 'url'; url: string; sha256: string }
+  | { kind: 'checksums'; url: string; checksums: string };
 
 /** How a guest reaches the network: `user` (QEMU user-mode, the default), a libvirt network or a host bridge. */
 export type GuestNetwork = 'user' | { network: string } | { bridge: string };
@@ -16,6 +26,8 @@ export interface GuestSpec {
   initrd?: string;
   cmdline?: string;
   network?: GuestNetwork;
+  /** Virtual size of the template disk (`guest.disk: 40G`); absent: the base image's size. */
+  diskBytes?: number;
 }
 
 export interface ProvisionSpec {
@@ -32,6 +44,8 @@ export interface InputFile {
   sha256: string;
   /** Present when any execute bit is set: `chmod +x` on a script is a change to the image. */
   executable?: true;
+  /** Permission bits as octal text (`0755`), for the manifest; not hashed (the execute bit is). */
+  mode?: string;
 }
 
 export interface CompiledProfile {
@@ -45,11 +59,15 @@ export interface CompiledProfile {
   overrides?: string;
   runners: number;
   base: BaseSpec;
-  /** Resolved base version: `sha256:<hex>` of the base image bytes. */
+  /**
+   * Base version: `sha256:<hex>` of the base image bytes. Known at compile time for `file` and
+   * pinned `url`; '' for `checksums` until the pass resolves it (src/images/resolve.ts).
+   */
   baseVersion: string;
   guest: GuestSpec;
   provision: ProvisionSpec;
-  rebuild: { maxAgeSeconds?: number };
+  /** `onBaseUpdate: false`: a new upstream base version (checksums) does not rebuild. */
+  rebuild: { maxAgeSeconds?: number; onBaseUpdate?: false };
   labels: Record<string, string>;
   /** How runners are replaced when a new template lands. */
   rollout?: { drainTimeoutSeconds: number };

@@ -3,8 +3,12 @@ import { join } from 'node:path';
 import type { BackoffEntry } from '../plan/types.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
+/** Returned by a change that changed nothing: the file is not rewritten. */
+const NO_CHANGE = Symbol('no change');
+
 /**
- * Per-profile back-off after failed builds, persisted so that cron runs honour it too.
+ * Per-profile back-off (after failed builds in `backoff.json`, after crashed runners in
+ * `runner-backoff.json`), persisted so that cron runs honour it too.
  * Updates are serialized in-process; only the lock holder writes.
  */
 export class BackoffStore {
@@ -14,8 +18,9 @@ export class BackoffStore {
   constructor(
     stateDir: string,
     private readonly policy: { initialSeconds: number; maxSeconds: number },
+    fileName = 'backoff.json',
   ) {
-    this.file = join(stateDir, 'backoff.json');
+    this.file = join(stateDir, fileName);
   }
 
   async read(): Promise<Record<string, BackoffEntry>> {
@@ -44,15 +49,17 @@ export class BackoffStore {
 
   recordSuccess(profile: string): Promise<void> {
     return this.update((all) => {
+      if (!(profile in all)) return NO_CHANGE;
       delete all[profile];
-    });
+      return undefined;
+    }).then(() => undefined);
   }
 
   private update<T>(change: (all: Record<string, BackoffEntry>) => T): Promise<T> {
     const next = this.chain.then(async () => {
       const all = await this.read();
       const result = change(all);
-      await writeFileAtomic(this.file, `${JSON.stringify(all, null, 2)}\n`);
+      if (result !== NO_CHANGE) await writeFileAtomic(this.file, `${JSON.stringify(all, null, 2)}\n`);
       return result;
     });
     this.chain = next.catch(() => undefined);

@@ -18,7 +18,11 @@ export interface StoreResult {
  * Stores a compiled view as `compiled/<generation>/view.json` and swaps `current` to it by
  * renaming a fresh symlink over the old one, so readers always see one whole view (s6-rc-update style).
  */
-export async function storeView(stateDir: string, view: Omit<CompiledView, 'generation' | 'compiledAt'>, now: Date): Promise<StoreResult> {
+export async function storeView(
+  stateDir: string,
+  view: Omit<CompiledView, 'generation' | 'compiledAt'>,
+  now: Date,
+): Promise<StoreResult> {
   const loaded = await loadCurrentView(stateDir);
   const current = loaded.view;
   if (current && current.hash === view.hash) return { view: current, changed: false };
@@ -26,7 +30,14 @@ export async function storeView(stateDir: string, view: Omit<CompiledView, 'gene
   await healCompiledDir(stateDir, compiledDir);
   const generations = await listGenerations(compiledDir);
   const generation = Math.max(current?.generation ?? 0, ...generations) + 1;
-  const full: CompiledView = { format_version: 1, hash: view.hash, generation, compiledAt: now.toISOString(), profiles: view.profiles, masked: view.masked };
+  const full: CompiledView = {
+    format_version: 1,
+    hash: view.hash,
+    generation,
+    compiledAt: now.toISOString(),
+    profiles: view.profiles,
+    masked: view.masked,
+  };
   const token = randomBytes(4).toString('hex');
   const temp = join(compiledDir, `.tmp-${token}`);
   await mkdir(temp);
@@ -42,7 +53,13 @@ export async function storeView(stateDir: string, view: Omit<CompiledView, 'gene
   const link = join(stateDir, `.current-${token}`);
   await symlink(join('compiled', String(generation)), link);
   // A `current` that is a file or a dir (damaged behind our back) cannot be renamed over: clear it first.
-  if (loaded.damage && !(await lstat(join(stateDir, 'current')).then((i) => i.isSymbolicLink(), () => true)))
+  if (
+    loaded.damage &&
+    !(await lstat(join(stateDir, 'current')).then(
+      (i) => i.isSymbolicLink(),
+      () => true,
+    ))
+  )
     await rm(join(stateDir, 'current'), { recursive: true, force: true });
   await rename(link, join(stateDir, 'current'));
   await syncDir(stateDir);
@@ -102,11 +119,20 @@ async function listGenerations(compiledDir: string): Promise<number[]> {
   return (await readdir(compiledDir)).filter((n) => /^\d+$/.test(n) && n.length < 16).map(Number);
 }
 
+/** Compiled generations beyond KEEP_GENERATIONS (the current one aside), for garbage collection. */
+export async function oldGenerations(stateDir: string): Promise<string[]> {
+  const compiledDir = join(stateDir, 'compiled');
+  const current = await currentGeneration(stateDir);
+  const all = await listGenerations(compiledDir).catch(() => [] as number[]);
+  const old = all.filter((g) => g !== current).sort((a, b) => b - a);
+  return old.slice(KEEP_GENERATIONS).map((g) => join(compiledDir, String(g)));
+}
+
 async function prune(compiledDir: string, current: number): Promise<void> {
   const old = (await listGenerations(compiledDir)).filter((g) => g !== current).sort((a, b) => b - a);
-  for (const generation of old.slice(KEEP_GENERATIONS)) await rm(join(compiledDir, String(generation)), { recursive: true, force: true });
+  for (const generation of old.slice(KEEP_GENERATIONS))
+    await rm(join(compiledDir, String(generation)), { recursive: true, force: true });
   for (const name of await readdir(compiledDir)) {
     if (name.startsWith('.tmp-')) await rm(join(compiledDir, name), { recursive: true, force: true });
   }
 }
-

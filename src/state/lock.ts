@@ -139,7 +139,10 @@ async function sweepLeftovers(stateDir: string, ownToken: string): Promise<void>
     if (!match || match[1] === ownToken) continue;
     const file = join(stateDir, name);
     const state = await readLockFile(file);
-    const old = await stat(file).then((i) => Date.now() - i.mtimeMs > 60_000, () => false);
+    const old = await stat(file).then(
+      (i) => Date.now() - i.mtimeMs > 60_000,
+      () => false,
+    );
     if ((state.kind === 'holder' && !isAlive(state.holder)) || (state.kind === 'torn' && old))
       await rm(file, { force: true });
   }

@@ -87,9 +87,7 @@ export function judgeAbsence(input: {
   }
   const record: AbsenceRecord = { format_version: 1, absent };
   const changed = JSON.stringify(record.absent) !== JSON.stringify(input.record.absent);
-  const nextExpiry = holding.length
-    ? new Date(Math.min(...holding.map((h) => h.graceUntil.getTime())))
-    : undefined;
+  const nextExpiry = holding.length ? new Date(Math.min(...holding.map((h) => h.graceUntil.getTime()))) : undefined;
   return { holding, expired, newlyMissing, record, changed, ...(nextExpiry ? { nextExpiry } : {}) };
 }
 

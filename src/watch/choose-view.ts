@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import type { HostConfig } from '../config/host-config.js';
 import type { Validators } from '../config/schema.js';
 import type { Problem } from '../errors.js';
@@ -27,6 +28,15 @@ export interface Choice {
   compiled: boolean;
   problems: Problem[];
   absence: AbsenceReport;
+  /** The source dirs present in this pass (the one enumeration, confirmed after the compile): what to watch deep. */
+  sourceDirs: string[];
+}
+
+async function isDir(path: string): Promise<boolean> {
+  return stat(path).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
 }
 
 async function presentDirs(config: HostConfig): Promise<Set<string>> {
@@ -52,8 +62,9 @@ export async function chooseView(lastGood: CompiledView | undefined, deps: Choos
     compilation = { ok: false, problems: [{ file: '', severity: 'error', message }], absent: [], present: [] };
     before = await presentDirs(config);
   }
-  const after = await presentDirs(config);
-  const present = new Set([...before].filter((d) => after.has(d)));
+  // Still there after the compile? A stat each, not a second listing of the sources.
+  const stillThere = await Promise.all([...before].map(async (d) => ((await isDir(d)) ? d : undefined)));
+  const present = new Set(stillThere.filter((d): d is string => d !== undefined));
   // A source removed from the host config is gone on purpose: no grace. One still named there whose
   // dir is missing (unmounted, a mistyped path, a glob that matches nothing) is held.
   const configured = new Set(config.sources.map((s) => s.name));
@@ -70,7 +81,15 @@ export async function chooseView(lastGood: CompiledView | undefined, deps: Choos
   const problems = [...compilation.problems, ...held];
   if (compilation.ok && compilation.view && absence.holding.length === 0) {
     const stored = await storeView(config.stateDir, compilation.view, deps.now);
-    return { view: stored.view, accepted: true, changed: stored.changed, compiled: true, problems, absence };
+    return {
+      view: stored.view,
+      accepted: true,
+      changed: stored.changed,
+      compiled: true,
+      problems,
+      absence,
+      sourceDirs: [...present],
+    };
   }
   return {
     ...(lastGood ? { view: lastGood } : {}),
@@ -79,5 +98,6 @@ export async function chooseView(lastGood: CompiledView | undefined, deps: Choos
     compiled: compilation.ok,
     problems,
     absence,
+    sourceDirs: [...present],
   };
 }

@@ -1,20 +1,24 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Runtime } from '../cli/runtime.js';
+import type { StartedBuild } from '../apply/apply.js';
 import type { HostConfig } from '../config/host-config.js';
 import type { Validators } from '../config/schema.js';
-import type { Problem } from '../errors.js';
+import { ConfigError, type Problem } from '../errors.js';
+import type { GuestEvent, GuestEventStream } from '../hypervisor/hypervisor.js';
+import { hasPrefix } from '../hypervisor/names.js';
+import type { AbsentSource } from '../plan/types.js';
+import { runPass, TRANSIENT_RETRY } from '../reconcile/pass.js';
+import { absentSourcesOf, backoffStores, type Runtime } from '../reconcile/runtime.js';
 import { FileDigests } from '../sources/inputs.js';
-import { clampTimerMs } from '../util/duration.js';
 import type { CompiledView } from '../sources/view.js';
-import { BackoffStore } from '../state/backoff-store.js';
 import { readCurrentView } from '../state/compiled-store.js';
+import { knownSourcesOf } from '../state/source-absence.js';
 import { watchStatusPath, writeWatchStatus } from '../state/watch-status.js';
-import { AbsenceTracker } from './absence.js';
+import { AbsenceTracker, type AbsenceReport } from './absence.js';
 import { chooseView } from './choose-view.js';
 import { MountWatch } from './mounts.js';
 import { createQueues, StoppedError, type PassQueues } from './queues.js';
-import { Timers, watchPass } from './watch-pass.js';
+import { realClock, Timers, type WatchClock } from './timers.js';
 import { maxWaitMs, reloadConfig } from './reload.js';
 import { ProblemReporter, watchStatus } from './report.js';
 import { PassScheduler, type Batch, type TriggerKind } from './scheduler.js';
@@ -31,15 +35,20 @@ export interface WatchDeps {
   /** Token of the lock this process holds: rebuilds carrying it are in flight, not orphans. */
   ownerToken: string;
   createWatcher?: WatcherFactory;
+  /** Timers and "now" for the scheduler and the wake-ups (tests pass a fake clock; runtime.clock must agree). */
+  clock?: WatchClock;
 }
 
 /** Passes in a row that only follow up on progress before the watch stops chasing its tail. */
 const MAX_FOLLOW_UPS = 20;
-const RETRY_MS = 5000;
-/** How soon a pass looks again at runners that are booting (not ready yet) or draining. */
-const GUESTS_RECHECK_MS = 2000;
 
-/** `corral watch`: file events and timers trigger passes; every pass re-reads and recomputes everything. */
+/**
+ * `corral watch` (docs/design.md, "Events and requeue"): file events, guest lifecycle events and
+ * timers trigger passes; every pass re-reads and recomputes everything (level-triggered), so an
+ * event only says "look again" and a lost one costs at most the resync. Besides the resync, one
+ * timer is armed for the plan's own requeue time (a back-off expiry, a template reaching its
+ * maxAge, a build's deadline, a source's grace end).
+ */
 export class WatchDaemon {
   private config: HostConfig;
   private runtime: Runtime;
@@ -47,15 +56,22 @@ export class WatchDaemon {
   private configProblems: Problem[] = [];
   private lastPassAt: string | undefined;
   private followUps = 0;
-  private retryMs = RETRY_MS;
+  private retryMs: number = TRANSIENT_RETRY.firstMs;
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private resolveStopping: () => void = () => undefined;
   private readonly stoppingSignal = new Promise<void>((resolve) => (this.resolveStopping = resolve));
-  private readonly timers = new Timers<TriggerKind>();
+  private readonly clock: WatchClock;
+  private readonly timers: Timers<TriggerKind>;
   private readonly digests = new FileDigests();
-  /** Builds this process is waiting on; a rebuild of ours not in it (say its destroy failed) is an orphan. */
+  /**
+   * Builds this process has queued or is waiting on. Only the daemon changes it (when a pass hands
+   * back the builds it started, and when each settles); each plan gets a copy.
+   */
   private readonly inFlight = new Set<string>();
+  private guestEvents: GuestEventStream | undefined;
+  /** Builds that failed on a configuration error, by profile: not retried until the profile's inputs change. */
+  private readonly configErrors = new Map<string, { inputsHash: string; error: string }>();
   private readonly reporter: ProblemReporter;
   private readonly queues: PassQueues;
   private readonly scheduler: PassScheduler;
@@ -67,14 +83,16 @@ export class WatchDaemon {
   constructor(private readonly deps: WatchDeps) {
     this.config = deps.config;
     this.runtime = deps.runtime;
+    this.clock = deps.clock ?? realClock;
+    this.timers = new Timers<TriggerKind>(this.clock);
     this.reporter = new ProblemReporter(deps.log);
     this.queues = createQueues(this.config.concurrency);
     this.absence = new AbsenceTracker(this.config.watch.absentGraceSeconds * 1000, this.config.stateDir);
     this.relevant = relevance(this.config.sources, this.config.file);
     this.scheduler = new PassScheduler({
-      now: () => Date.now(),
-      setTimer: (fn, ms) => setTimeout(fn, clampTimerMs(ms)),
-      clearTimer: (handle) => clearTimeout(handle as NodeJS.Timeout),
+      now: () => this.clock.now(),
+      setTimer: (fn, ms) => this.clock.setTimeout(fn, ms),
+      clearTimer: (handle) => this.clock.clearTimeout(handle),
       debounceMs: this.config.watch.debounceMs,
       maxWaitMs: maxWaitMs(this.config.watch.debounceMs),
       run: (batch) => this.cycle(batch),
@@ -94,8 +112,16 @@ export class WatchDaemon {
   async start(): Promise<void> {
     this.lastGood = await readCurrentView(this.config.stateDir);
     await this.absence.load();
-    await this.watchSet.update(await watchTargets(this.config.sources, this.config.file));
+    const known = knownSourcesOf(this.lastGood).map((k) => k.dir);
+    await this.watchSet.update(await watchTargets(this.config.sources, this.config.file, known));
     await this.mounts.start();
+    if (this.config.watch.events)
+      this.guestEvents = this.runtime.hypervisor.watchEvents({
+        onEvent: (event) => this.onGuestEvent(event),
+        onResumed: () => this.scheduler.request('events-resumed'),
+      });
+    else
+      this.deps.log.info('guest events are off (watch.events: false): only the resync and requeue timers look again');
     this.deps.log.info(
       { sources: this.config.sources, config: this.config.file, debounceMs: this.config.watch.debounceMs },
       'corral watch started',
@@ -123,6 +149,7 @@ export class WatchDaemon {
     this.resolveStopping();
     this.timers.close();
     this.mounts.stop();
+    await this.guestEvents?.close();
     this.queues.builds.stop();
     this.queues.clones.stop();
     await Promise.all([this.scheduler.stop(), this.watchSet.close()]);
@@ -138,14 +165,24 @@ export class WatchDaemon {
     this.scheduler.fileEvent(path, kind);
   }
 
+  /** Only our own guests matter; the event says nothing but "look again". */
+  private onGuestEvent(event: GuestEvent): void {
+    if (this.stopping || !hasPrefix(this.config.prefix, event.guest)) return;
+    this.deps.log.debug({ guest: event.guest, event: event.kind, detail: event.detail }, 'guest event');
+    this.scheduler.guestEvent(event.guest);
+  }
+
   private later(kind: TriggerKind, ms: number): void {
     this.timers.set(kind, ms, () => this.scheduler.request(kind));
   }
 
   private async cycle(batch: Batch): Promise<void> {
     const { log } = this.deps;
-    const waitedMs = Date.now() - batch.firstAt;
-    log.info({ triggers: batch.kinds, events: batch.events, paths: batch.paths, waitedMs }, 'pass starting');
+    const waitedMs = this.clock.now() - batch.firstAt;
+    log.info(
+      { triggers: batch.kinds, events: batch.events, paths: batch.paths, guests: batch.guests, waitedMs },
+      'pass starting',
+    );
     const onlyFollowUp = batch.kinds.every((k) => k === 'follow-up');
     try {
       if (batch.kinds.includes('reload') || batch.kinds.includes('config')) {
@@ -153,7 +190,6 @@ export class WatchDaemon {
         this.configProblems = reloaded.problems;
         if (reloaded.config !== this.config) this.useConfig(reloaded.config);
       }
-      await this.watchSet.update(await watchTargets(this.config.sources, this.config.file));
       const choice = await chooseView(this.lastGood, {
         config: this.config,
         validators: this.deps.validators,
@@ -161,44 +197,69 @@ export class WatchDaemon {
         absence: this.absence,
         now: this.runtime.clock(),
       });
+      // From the compile's own enumeration; a dir that appears after it shows up at its watched parent.
+      await this.watchSet.update(await watchTargets(this.config.sources, this.config.file, choice.sourceDirs));
       if (choice.view) this.lastGood = choice.view;
       this.reporter.report(choice);
       const status = () =>
         writeWatchStatus(this.config.stateDir, watchStatus(choice, this.configProblems, this.lastPassAt));
       await status();
-      if (choice.absence.nextExpiry !== undefined) this.later('grace', choice.absence.nextExpiry - Date.now() + 50);
-      if (choice.view && !this.stopping) await this.pass(choice.view, onlyFollowUp);
+      if (choice.view && !this.stopping) await this.pass(choice.view, onlyFollowUp, absentSources(choice.absence));
       else if (!choice.view) log.warn('no view has compiled yet: nothing to reconcile until the sources compile');
-      this.retryMs = RETRY_MS;
       if (choice.view) await status();
     } catch (error) {
       if (this.stopping && error instanceof StoppedError) return;
       if (this.stopping) return void log.warn({ error: (error as Error).message }, 'pass cut short by stop');
-      log.error({ error: (error as Error).message, retryInMs: this.retryMs }, 'pass failed; retrying');
-      this.later('retry', this.retryMs);
-      this.retryMs = Math.min(this.retryMs * 2, this.config.watch.resyncSeconds * 1000);
+      if (error instanceof ConfigError) {
+        // Terminal until something changes: an edit (file event), a reload or the resync brings the next pass.
+        log.error({ error: error.message }, 'pass failed on a configuration error; waiting for a change');
+        return;
+      }
+      this.retryLater(`pass failed: ${(error as Error).message}`);
     } finally {
       this.later('resync', this.config.watch.resyncSeconds * 1000);
     }
   }
 
-  private async pass(view: CompiledView, followingUp: boolean): Promise<void> {
+  /** Transient trouble (libvirtd restarting, a lock race): look again soon, backing off while it lasts. */
+  private retryLater(why: string): void {
+    this.deps.log.warn({ error: why, retryInMs: this.retryMs }, 'transient failure; retrying');
+    this.later('retry', this.retryMs);
+    this.retryMs = Math.min(this.retryMs * 2, TRANSIENT_RETRY.maxMs, this.config.watch.resyncSeconds * 1000);
+  }
+
+  /**
+   * One pass as `watch` runs it: runner work is awaited, builds go on in the background (their
+   * queue is shared across passes, so the concurrency limit holds) and ask for a pass when each is
+   * promoted or discarded, so the runners can move to the new template at once.
+   */
+  private async pass(view: CompiledView, followingUp: boolean, absent: AbsentSource[]): Promise<void> {
     const deps = {
       ...this.runtime,
       config: this.config,
       log: this.deps.log,
       ownerToken: this.deps.ownerToken,
-      inFlight: this.inFlight,
+      stopping: this.stoppingSignal,
+      queues: this.queues,
     };
-    const { progressed, guestsPending } = await watchPass(
-      view,
-      { ...deps, stopping: this.stoppingSignal, queues: this.queues },
-      () => this.scheduler.request('build-done'),
-    );
-    // A runner saying ready (or idle) is only seen by a pass: look again soon while any is pending.
-    if (guestsPending) this.later('guests', GUESTS_RECHECK_MS);
+    const pass = await runPass(view, deps, {
+      inFlight: [...this.inFlight],
+      absentSources: absent,
+      configErrors: Object.fromEntries(this.configErrors),
+    });
+    for (const build of pass.builds) this.track(build, view);
     this.lastPassAt = this.runtime.clock().toISOString();
     this.followUps = followingUp ? this.followUps + 1 : 0;
+    // The plan's own wake-up: one timer, replaced by every pass.
+    if (pass.plan.requeue) {
+      const at = Date.parse(pass.plan.requeue.at);
+      this.deps.log.debug({ at: pass.plan.requeue.at, reason: pass.plan.requeue.reason }, 'requeue armed');
+      // A few ms late rather than early: at the exact instant the answer may not have changed yet.
+      this.later('requeue', at - this.runtime.clock().getTime() + 10);
+    } else this.timers.clear('requeue');
+    if (pass.results.some((r) => r.errorKind === 'transient')) this.retryLater('an action failed transiently');
+    else this.retryMs = TRANSIENT_RETRY.firstMs;
+    const progressed = pass.results.some((r) => r.ok);
     if (!progressed) return;
     if (this.followUps < MAX_FOLLOW_UPS) this.scheduler.request('follow-up');
     else
@@ -208,13 +269,40 @@ export class WatchDaemon {
       );
   }
 
+  private track(build: StartedBuild, view: CompiledView): void {
+    this.inFlight.add(build.name);
+    build.done
+      .then(
+        (result) => {
+          if (result.errorKind === 'transient') this.retryLater(`build ${build.name}: ${result.error}`);
+          const inputsHash = view.profiles.find((p) => p.name === build.profile)?.inputsHash;
+          if (result.errorKind === 'config' && inputsHash)
+            this.configErrors.set(build.profile, { inputsHash, error: result.error ?? 'configuration error' });
+          else if (result.ok) this.configErrors.delete(build.profile);
+        },
+        (error: unknown) => {
+          if (!(error instanceof StoppedError))
+            this.deps.log.error({ error: (error as Error).message, guest: build.name }, 'build crashed');
+        },
+      )
+      .finally(() => {
+        this.inFlight.delete(build.name);
+        this.scheduler.request('build-done');
+      });
+  }
+
   private useConfig(config: HostConfig): void {
     this.config = config;
     this.relevant = relevance(config.sources, config.file);
     this.queues.builds.concurrency = config.concurrency.builds;
     this.queues.clones.concurrency = config.concurrency.clones;
-    this.runtime = { ...this.runtime, backoff: new BackoffStore(config.stateDir, config.backoff) };
+    this.runtime = { ...this.runtime, ...backoffStores(config) };
     this.scheduler.setDebounce(config.watch.debounceMs, maxWaitMs(config.watch.debounceMs));
     this.absence.setGrace(config.watch.absentGraceSeconds * 1000);
   }
+}
+
+/** Source dirs held within their grace period, with when it ends: the plan wakes the watch then. */
+function absentSources(report: AbsenceReport): AbsentSource[] {
+  return absentSourcesOf(report.held);
 }

@@ -1,16 +1,21 @@
-/** Why a pass runs. Debounced: `change` (sources), `config` (the host config file), `mounts` (the mount table). */
+/**
+ * Why a pass runs. Debounced: `change` (sources), `config` (the host config file), `mounts` (the
+ * mount table), `guest-event` (a lifecycle event of one of our guests). The rest run at once:
+ * `requeue` is the plan's own "look again at" time, `events-resumed` the event stream coming back.
+ */
 export type TriggerKind =
   | 'start'
   | 'change'
   | 'config'
   | 'mounts'
+  | 'guest-event'
   | 'reload'
   | 'resync'
+  | 'requeue'
   | 'build-done'
   | 'follow-up'
-  | 'guests'
   | 'retry'
-  | 'grace'
+  | 'events-resumed'
   | 'watcher';
 
 /** Everything that asked for a pass since the last one started, coalesced. */
@@ -18,7 +23,9 @@ export interface Batch {
   kinds: TriggerKind[];
   /** Up to MAX_PATHS distinct paths that changed (the rest are only counted in `events`). */
   paths: string[];
-  /** File events coalesced into this pass. */
+  /** Up to MAX_PATHS distinct guests that had lifecycle events. */
+  guests: string[];
+  /** File and guest events coalesced into this pass. */
   events: number;
   /** Time of the first request in the batch (epoch ms). */
   firstAt: number;
@@ -42,6 +49,7 @@ export interface SchedulerDeps {
 interface Pending {
   kinds: Set<TriggerKind>;
   paths: Set<string>;
+  guests: Set<string>;
   events: number;
   firstAt: number;
   /** Set by non-file requests: run as soon as the current pass (if any) is done. */
@@ -72,9 +80,21 @@ export class PassScheduler {
   fileEvent(path: string, kind: 'change' | 'config' | 'mounts' = 'change'): void {
     if (this.stopped) return;
     const p = this.batch(kind);
+    if (p.paths.size < MAX_PATHS) p.paths.add(path);
+    this.debounced(p);
+  }
+
+  /** A guest lifecycle event: debounced and coalesced like file events (a burst of shut-offs is one pass). */
+  guestEvent(guest: string): void {
+    if (this.stopped) return;
+    const p = this.batch('guest-event');
+    if (p.guests.size < MAX_PATHS) p.guests.add(guest);
+    this.debounced(p);
+  }
+
+  private debounced(p: Pending): void {
     const now = this.deps.now();
     p.events++;
-    if (p.paths.size < MAX_PATHS) p.paths.add(path);
     p.firstEventAt ??= now;
     p.lastEventAt = now;
     this.arm();
@@ -106,7 +126,14 @@ export class PassScheduler {
   }
 
   private batch(kind: TriggerKind): Pending {
-    this.pending ??= { kinds: new Set(), paths: new Set(), events: 0, firstAt: this.deps.now(), immediate: false };
+    this.pending ??= {
+      kinds: new Set(),
+      paths: new Set(),
+      guests: new Set(),
+      events: 0,
+      firstAt: this.deps.now(),
+      immediate: false,
+    };
     this.pending.kinds.add(kind);
     return this.pending;
   }
@@ -128,7 +155,13 @@ export class PassScheduler {
     const p = this.pending;
     if (this.stopped || this.current || !p) return;
     this.pending = undefined;
-    const batch: Batch = { kinds: [...p.kinds], paths: [...p.paths], events: p.events, firstAt: p.firstAt };
+    const batch: Batch = {
+      kinds: [...p.kinds],
+      paths: [...p.paths],
+      guests: [...p.guests],
+      events: p.events,
+      firstAt: p.firstAt,
+    };
     this.current = this.deps
       .run(batch)
       .catch((error: unknown) => this.deps.onError(error))

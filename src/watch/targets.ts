@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, sep } from 'node:path';
 import type { SourceSpec } from '../config/host-config.js';
-import { expandGlob } from '../sources/enumerate.js';
+import { PathPattern } from '../sources/path-pattern.js';
 
 /** A directory to watch and how many levels of subdirectories below it to follow. */
 export interface WatchTarget {
@@ -19,43 +19,19 @@ export function patternOf(spec: SourceSpec): string {
   return 'path' in spec ? spec.path : spec.glob;
 }
 
-function segments(path: string): string[] {
-  return path.split(sep).filter((s) => s !== '');
-}
-
-const WILDCARD = /[*?[]/;
-
-function segmentMatches(pattern: string, name: string): boolean {
-  if (!WILDCARD.test(pattern)) return pattern === name;
-  if (name.startsWith('.')) return false;
-  const body = pattern
-    .replace(/[.+^${}()|\\]/g, '\\$&')
-    .replace(/\*/g, '[^/]*')
-    .replace(/\?/g, '[^/]');
-  return new RegExp(`^${body}$`).test(name);
-}
-
 /** The longest wildcard-free prefix of a pattern, and the segments after it. */
 export function staticRoot(pattern: string): { root: string; rest: string[] } {
-  const parts = segments(pattern);
-  const first = parts.findIndex((s) => WILDCARD.test(s));
-  const cut = first === -1 ? parts.length : first;
-  return { root: sep + parts.slice(0, cut).join(sep), rest: parts.slice(cut) };
+  return new PathPattern(pattern).staticRoot();
 }
 
 /** True when `path` is on the way to something the pattern matches, or inside such a match. */
 export function isOnPattern(path: string, pattern: string): boolean {
-  const p = segments(path);
-  const q = segments(pattern);
-  for (let i = 0; i < Math.min(p.length, q.length); i++) {
-    if (!segmentMatches(q[i] as string, p[i] as string)) return false;
-  }
-  return true;
+  return new PathPattern(pattern).isOnPattern(path);
 }
 
 /** True when `dir` itself is matched by the pattern (a source dir the pattern names). */
 export function matchesPattern(dir: string, pattern: string): boolean {
-  return segments(dir).length === segments(pattern).length && isOnPattern(dir, pattern);
+  return new PathPattern(pattern).matches(dir);
 }
 
 async function isDir(path: string): Promise<boolean> {
@@ -83,12 +59,17 @@ async function nearestExisting(dir: string): Promise<string> {
  *   deep: when the next level appears, the targets are computed again before the sources are read;
  * - the host config file's directory (editors replace the file, so the file itself is a poor target).
  */
-export async function watchTargets(sources: SourceSpec[], configFile?: string): Promise<WatchTarget[]> {
+export async function watchTargets(
+  sources: SourceSpec[],
+  configFile: string | undefined,
+  /** The source dirs this pass's enumeration found: globs are not expanded a second time. */
+  sourceDirs: readonly string[],
+): Promise<WatchTarget[]> {
   const targets = new Map<string, number>();
   const add = (dir: string, depth: number) => targets.set(dir, Math.max(depth, targets.get(dir) ?? -1));
   for (const spec of sources) {
-    const pattern = patternOf(spec);
-    const { root, rest } = staticRoot(pattern);
+    const pattern = new PathPattern(patternOf(spec));
+    const { root, rest } = pattern.staticRoot();
     if (!(await isDir(root))) {
       add(await nearestExisting(root), 0);
       continue;
@@ -98,7 +79,7 @@ export async function watchTargets(sources: SourceSpec[], configFile?: string): 
       continue;
     }
     add(root, rest.length - 1);
-    for (const dir of await expandGlob(pattern)) if (await isDir(dir)) add(dir, SOURCE_DEPTH);
+    for (const dir of sourceDirs) if (pattern.matches(dir)) add(dir, SOURCE_DEPTH);
   }
   if (configFile) add(dirname(configFile), 0);
   return [...targets].map(([dir, depth]) => ({ dir, depth })).sort((a, b) => a.dir.localeCompare(b.dir));
@@ -109,10 +90,10 @@ export function relevance(
   sources: SourceSpec[],
   configFile?: string,
 ): (path: string) => 'change' | 'config' | undefined {
-  const patterns = sources.map(patternOf);
+  const patterns = sources.map((s) => new PathPattern(patternOf(s)));
   return (path) => {
     if (configFile && path === configFile) return 'config';
-    return patterns.some((p) => isOnPattern(path, p)) ? 'change' : undefined;
+    return patterns.some((p) => p.isOnPattern(path)) ? 'change' : undefined;
   };
 }
 

@@ -2,16 +2,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apply } from '../../src/apply/apply.js';
-import { plan } from '../../src/plan/plan.js';
-import { MemoryHypervisor, type BuildOutcome } from '../../src/hypervisor/memory/memory-hypervisor.js';
+import { buildsDone } from '../../src/apply/apply.js';
+import type { MemoryHypervisor, BuildOutcome } from '../../src/hypervisor/memory/memory-hypervisor.js';
 import { parseName } from '../../src/hypervisor/names.js';
-import { BackoffStore } from '../../src/state/backoff-store.js';
-import { EventLog } from '../../src/state/events.js';
+import { runPass } from '../../src/reconcile/pass.js';
 import type { CompiledProfile } from '../../src/sources/view.js';
-import { HASH_A, HASH_B, aPolicy, aProfile } from '../builders/guests.js';
+import { HASH_A, HASH_B, aProfile } from '../builders/guests.js';
+import { aView, memoryWorld } from '../builders/world.js';
 
 let dir: string;
 beforeAll(async () => (dir = await mkdtemp(join(tmpdir(), 'corral-prop-'))));
@@ -19,7 +17,7 @@ afterAll(async () => rm(dir, { recursive: true, force: true }));
 
 const FOREIGN = 'build-server-do-not-touch';
 
-/** Checks DESIGN.md §3's invariants after every single hypervisor call. */
+/** Checks the reconcile invariants (docs/design.md, "Invariants") after every single hypervisor call. */
 function checked(hv: MemoryHypervisor, desired: () => CompiledProfile[]) {
   const running = (profile: string) =>
     hv
@@ -78,39 +76,27 @@ describe('reconcile on the memory backend (property)', () => {
         const now = () => new Date(clock);
         let outcome: BuildOutcome = 'succeed';
         let desired: CompiledProfile[] = [];
-        const hv = checked(
-          new MemoryHypervisor({ prefix: 'ci', clock: now, outcome: () => outcome, buildMs: 1000 }),
-          () => desired,
-        );
-        hv.addForeignGuest(FOREIGN);
         const stateDir = await mkdtemp(join(dir, 'run-'));
-        const backoff = new BackoffStore(stateDir, { initialSeconds: 30, maxSeconds: 60 });
+        const world = memoryWorld({
+          stateDir,
+          clock: now,
+          sleep: async (ms) => void (clock += ms),
+          hypervisor: { outcome: () => outcome, buildMs: 1000 },
+          config: { backoff: { initialSeconds: 30, maxSeconds: 60 }, concurrency: { builds: 2, clones: 3 } },
+        });
+        const hv = checked(world.hypervisor, () => desired);
+        hv.addForeignGuest(FOREIGN);
         let owner = 'process-1';
-        const inFlight = new Set<string>();
+        // The real wiring of a pass (observe, facts, plan, apply), as reconcile --once and watch run it.
         const pass = async () => {
-          const observed = await hv.observe();
-          const thePlan = plan({
-            profiles: desired,
-            observed,
-            now: now(),
-            policy: aPolicy({ ownerToken: owner, inFlight, backoff: await backoff.read() }),
-          });
-          const applied = await apply(thePlan.actions, {
-            hypervisor: hv,
-            log: pino({ level: 'silent' }),
-            events: new EventLog(stateDir),
-            backoff,
-            clock: now,
-            sleep: async (ms) => void (clock += ms),
-            pollMs: 500,
-            ownerToken: owner,
-            inFlight,
-            profiles: new Map(desired.map((p) => [p.name, p])),
-            concurrency: { builds: 2, clones: 3 },
-          });
-          await applied.builds;
+          const result = await runPass(
+            aView(desired),
+            { ...world.deps, pollMs: 500, ownerToken: owner },
+            { inFlight: [] },
+          );
+          await buildsDone(result.builds);
           clock += 61_000; // past any back-off
-          return thePlan.actions.length;
+          return result.plan.actions.length;
         };
         for (const step of steps) {
           desired = step.profiles.map((p) => aProfile(p.name).runners(p.runners).withHash(p.hash).build());

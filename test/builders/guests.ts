@@ -7,7 +7,7 @@ import type {
 } from '../../src/hypervisor/hypervisor.js';
 import { rebuildName, runnerName, templateName } from '../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../src/sources/view.js';
-import type { Policy } from '../../src/plan/types.js';
+import type { Facts, Policy } from '../../src/plan/types.js';
 
 export const PREFIX = 'ci';
 export const HASH_A = `sha256:${'a'.repeat(64)}`;
@@ -153,5 +153,9 @@ export const aRebuild = () => new GuestBuilder('rebuild');
 export const aRunner = () => new GuestBuilder('runner');
 
 export function aPolicy(overrides: Partial<Policy> = {}): Policy {
-  return { prefix: PREFIX, keepTemplates: 2, backoff: {}, surgeFraction: 0.25, ...overrides };
+  return { prefix: PREFIX, keepTemplates: 2, surgeFraction: 0.25, concurrency: { builds: 2, clones: 4 }, ...overrides };
+}
+
+export function someFacts(overrides: Partial<Facts> = {}): Facts {
+  return { backoff: {}, runnerBackoff: {}, absentSources: [], ...overrides };
 }

@@ -20,7 +20,7 @@ import { loadHostConfig, type HostConfig } from '../../src/config/host-config.js
 import { createValidators, type Validators } from '../../src/config/schema.js';
 import { compileSources, type Compilation } from '../../src/sources/compile.js';
 import { FileDigests } from '../../src/sources/inputs.js';
-import { refreshView, type Refreshed } from '../../src/state/refresh-view.js';
+import { refreshView, type Refreshed } from '../../src/reconcile/refresh-view.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(REPO, 'bin/corral.js');

@@ -121,10 +121,9 @@ describe('corral CLI on the memory backend', () => {
     const result = await corral(['reconcile', '--once'], { CORRAL_MEMORY_OUTCOMES: 'web=fail' });
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/FAILED build ci-rebuild-web@\S+: provision script exited with status 1/);
-    const kept = /console log: (\S+\.console\.log)\)/.exec(result.stdout)?.[1];
-    expect(kept).toBe(
-      join(root, 'state', 'failed-builds', `${/FAILED build (\S+):/.exec(result.stdout)?.[1]}.console.log`),
-    );
+    const kept = /console log: (\S+console\.log)\)/.exec(result.stdout)?.[1];
+    const rebuild = /FAILED build (\S+):/.exec(result.stdout)?.[1] ?? '';
+    expect(kept).toBe(join(root, 'state', 'templates', rebuild.replace('-rebuild-', '-template-'), 'console.log'));
     expect(await readFile(kept!, 'utf8')).toContain('failed: provision script exited with status 1');
     expect(result.stdout).toMatch(/waiting web: inputs changed .* backing off after 1 failed build\(s\) until/);
     expect(await guests()).toEqual(before);
@@ -133,7 +132,7 @@ describe('corral CLI on the memory backend', () => {
         template: { current: boolean };
         runners: { running: number };
         lastBuild: { ok: boolean };
-        pending: string[];
+        pending: { kind: string; reason: string; until?: string }[];
       }[];
     };
     expect(status.profiles[0]).toMatchObject({
@@ -141,7 +140,19 @@ describe('corral CLI on the memory backend', () => {
       runners: { running: 2 },
       lastBuild: { ok: false },
     });
-    expect(status.profiles[0]?.pending[0]).toMatch(/backing off/);
+    expect(status.profiles[0]?.pending[0]).toMatchObject({
+      kind: 'build-backoff',
+      reason: expect.stringMatching(/backing off/),
+    });
+    // Both say when corral looks again by itself: at the back-off expiry.
+    const until = status.profiles[0]?.pending[0]?.until;
+    const hms = new Date(until!).toISOString().slice(11, 19);
+    expect((await corral(['status'])).stdout).toMatch(
+      new RegExp(`next look by itself: retry at ${hms}, in \\d+ s \\(web: build-backoff\\)`),
+    );
+    expect((await corral(['plan'])).stdout).toMatch(
+      new RegExp(`@ retry at ${hms}, in \\d+ s \\(web: build-backoff\\)`),
+    );
     // The back-off is persisted: a cron run right after does not build again.
     const again = await corral(['reconcile', '--once'], { CORRAL_MEMORY_OUTCOMES: 'web=fail' });
     expect(again.stdout).not.toMatch(/^(ok|FAILED) +build/m);

@@ -1,4 +1,4 @@
-/** The CLI frame (DESIGN.md §6) and issue 3's "Done when" through the built binary. */
+/** The CLI frame (docs/design.md, "CLI") through the built binary: help, errors, exit codes. */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -84,7 +84,7 @@ describe('corral CLI frame', () => {
   });
 });
 
-describe('issue 3: done when', () => {
+describe('corral on the built-in profiles and a second source', () => {
   it('`npx corral validate` on the built-in profiles exits 0', async () => {
     const r = await run('npx', ['--no-install', 'corral', 'validate'], REPO);
     expect(r.exitCode, r.stderr).toBe(0);

@@ -110,6 +110,19 @@ describe('host config in-process', () => {
     ]);
     expect(config.watch.debounceMs).toBe(300);
     expect(config.watch.resyncSeconds).toBe(120);
+    expect(config.watch.events).toBe(true);
+  });
+
+  it('watch.events: false turns guest events off; anything but a boolean is an error', async () => {
+    const root = await tempRoot();
+    const off = await aHostConfig(root)
+      .set({ watch: { events: false } })
+      .write();
+    expect((await loadConfig(off)).config.watch.events).toBe(false);
+    const bad = await aHostConfig(root)
+      .set({ watch: { events: 'yes' } })
+      .write();
+    await expect(loadConfig(bad)).rejects.toThrow(/invalid host config/);
   });
 
   it('a wrong type is a ConfigError with a pointer', async () => {

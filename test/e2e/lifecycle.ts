@@ -1,6 +1,6 @@
 /**
  * The whole lifecycle through the real `corral` binary against a real, isolated libvirtd booting
- * real TCG guests (DESIGN.md §7). Scenarios run in order on one host, as an operator would meet them.
+ * real TCG guests (docs/design.md, "Tests"). Scenarios run in order on one host, as an operator would meet them.
  * Run in two sandbox modes (lifecycle*.e2e.test.ts): today's (qemu as root, no security driver,
  * corral as root) and stock (Debian's packaged qemu.conf with virtlogd and DAC relabelling,
  * corral as the unprivileged user `corral` in group libvirt).
@@ -223,7 +223,7 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
         expect(result.exitCode, result.stderr).toBe(0);
         expect(result.stdout).toMatch(/FAILED build ci-rebuild-tiny@\S+: provision.sh exited with status 3/);
         // The guest and its disks are gone, but its console output is kept to say why.
-        const kept = /console log: (\S+\.console\.log)\)/.exec(result.stdout)?.[1];
+        const kept = /console log: (\S+console\.log)\)/.exec(result.stdout)?.[1];
         expect(kept).toBeDefined();
         expect(await readFile(kept!, 'utf8')).toContain('cannot install things');
         expect(result.stdout).toMatch(/waiting tiny: .*backing off after 1 failed build/);
@@ -235,6 +235,15 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
           .split('\n')
           .map((l) => JSON.parse(l) as { action: string; ok: boolean });
         expect(events.at(-1)).toMatchObject({ action: 'build', ok: false });
+        // Provenance: history lists the failure beside the successes, logs replay its console.
+        const history = JSON.parse((await corral(['history', 'tiny', '--json'])).stdout) as {
+          builds: { template: string; verdict: string; failure: string | null }[];
+        };
+        expect(history.builds.map((b) => b.verdict)).toEqual(['ok', 'ok', 'failed']);
+        expect(history.builds[2]?.failure).toMatch(/provision.sh exited with status 3/);
+        const logs = await corral(['logs', history.builds[2]!.template]);
+        expect(logs.exitCode, logs.stderr).toBe(0);
+        expect(logs.stdout).toContain('cannot install things');
       });
 
       it('3. a hanging provision script times out: same as a failure', async () => {

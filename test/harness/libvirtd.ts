@@ -1,5 +1,5 @@
 /**
- * An isolated libvirtd per test file, started by scripts/libvirtd-sandbox.sh (DESIGN.md §7).
+ * An isolated libvirtd per test file, started by scripts/libvirtd-sandbox.sh (docs/design.md, "Tests").
  * Use in beforeAll/afterAll; stop() kills the daemon and every guest process it started and
  * removes its dir, whatever state the tests left. If the test process exits without calling
  * stop(), an exit hook does it synchronously.
@@ -15,6 +15,8 @@ export interface Libvirtd {
   uri: string;
   /** The sandbox dir (libvirtd's config, sockets, logs); removed by stop(). */
   dir: string;
+  /** Stops libvirtd and starts it again in the same sandbox; running guests keep running. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -68,6 +70,9 @@ export async function startLibvirtd(opts: LibvirtdOptions = {}): Promise<Libvirt
   return {
     uri,
     dir,
+    async restart() {
+      await execa('bash', [script, 'restart', dir]);
+    },
     stop() {
       stopped ??= (async () => {
         process.off('exit', stopSync);

@@ -8,6 +8,8 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { sha256File } from '../../src/util/hash.js';
+import { BaseCache } from '../../src/images/base-cache.js';
+import { execaExec } from '../../src/exec/exec.js';
 import type { CompiledProfile } from '../../src/sources/view.js';
 import { repoRoot } from './repo-root.js';
 
@@ -56,4 +58,10 @@ export async function tinyProfile(opts: TinyOptions = {}): Promise<CompiledProfi
     inputs: [],
     inputsHash,
   };
+}
+
+/** The profile's base in the cache under imagesDir (as a pass fetches it before startBuild). */
+export async function cachedBase(profile: CompiledProfile, imagesDir: string): Promise<string> {
+  const cache = new BaseCache({ imagesDir, run: execaExec, clock: () => new Date() });
+  return cache.ensure(profile.base, profile.baseVersion, profile.dir);
 }

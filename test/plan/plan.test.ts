@@ -2,21 +2,40 @@ import { describe, expect, it } from 'vitest';
 import { plan } from '../../src/plan/plan.js';
 import type { Action, PlanInput } from '../../src/plan/types.js';
 import type { ObservedGuest } from '../../src/hypervisor/hypervisor.js';
-import { HASH_A, HASH_B, NOW, aPolicy, aProfile, aRebuild, aRunner, aTemplate, genAt } from '../builders/guests.js';
+import {
+  HASH_A,
+  HASH_B,
+  NOW,
+  aPolicy,
+  aProfile,
+  aRebuild,
+  aRunner,
+  aTemplate,
+  genAt,
+  someFacts,
+} from '../builders/guests.js';
 
-function planFor(input: {
+function inputFor(input: {
   profiles?: PlanInput['profiles'];
   guests?: ObservedGuest[];
+  facts?: PlanInput['facts'];
   policy?: PlanInput['policy'];
   unrecognized?: { name: string; reason: string }[];
-}) {
-  return plan({
+}): PlanInput {
+  return {
     profiles: input.profiles ?? [aProfile().build()],
     observed: { guests: input.guests ?? [], unrecognized: input.unrecognized ?? [] },
     now: NOW,
     policy: input.policy ?? aPolicy(),
-  });
+    facts: input.facts ?? someFacts(),
+  };
 }
+
+function planFor(input: Parameters<typeof inputFor>[0]) {
+  return plan(inputFor(input));
+}
+
+const inSeconds = (s: number) => new Date(NOW.getTime() + s * 1000).toISOString();
 const kinds = (actions: Action[]) => actions.map((a) => `${a.action} ${a.guest}`);
 
 const live = genAt(60);
@@ -60,7 +79,7 @@ describe('plan: templates and builds', () => {
         aTemplate().atGen(live).build(),
         aRebuild().withHash(HASH_B).atGen(genAt(2, HASH_B)).ownedBy('me').build(),
       ],
-      policy: aPolicy({ ownerToken: 'me' }),
+      facts: someFacts({ ownerToken: 'me' }),
     });
     expect(result.actions).toEqual([]);
     expect(result.waits[0]?.reason).toMatch(/^build ci-rebuild-tiny@.* in flight/);
@@ -70,7 +89,7 @@ describe('plan: templates and builds', () => {
     const queued = `ci-rebuild-tiny@${genAt(1)}`;
     const result = planFor({
       profiles: [aProfile().runners(0).build()],
-      policy: aPolicy({ ownerToken: 'me', inFlight: new Set([queued]) }),
+      facts: someFacts({ ownerToken: 'me', inFlight: [queued] }),
     });
     expect(result.actions).toEqual([]);
     expect(result.waits.map((w) => w.reason)).toEqual([`build ${queued} queued or starting`]);
@@ -89,7 +108,7 @@ describe('plan: templates and builds', () => {
         aRebuild().atGen(genAt(4)).ownedBy('dead-process').build(),
         aRebuild().atGen(genAt(3)).inState('crashed').withVerdict({ ok: false, reason: 'guest crashed' }).build(),
       ],
-      policy: aPolicy({ ownerToken: 'me' }),
+      facts: someFacts({ ownerToken: 'me' }),
     });
     expect(result.actions.map((a) => [a.action, a.reason])).toEqual([
       ['discard', 'rebuild failed: guest crashed'],
@@ -114,13 +133,12 @@ describe('plan: templates and builds', () => {
 
   it('backs off after failed builds and says until when', () => {
     const result = planFor({
-      policy: aPolicy({
-        backoff: {
-          tiny: { failures: 3, until: new Date(NOW.getTime() + 60_000).toISOString(), lastError: 'timed out' },
-        },
+      facts: someFacts({
+        backoff: { tiny: { failures: 3, until: inSeconds(60), lastError: 'timed out' } },
       }),
     });
     expect(result.actions).toEqual([]);
+    expect(result.waits[0]).toMatchObject({ kind: 'build-backoff', until: inSeconds(60) });
     expect(result.waits[0]?.reason).toMatch(
       /no template yet; backing off after 3 failed build\(s\) until .* \(last: timed out\)/,
     );
@@ -128,7 +146,7 @@ describe('plan: templates and builds', () => {
 
   it('builds again once the back-off has expired', () => {
     const result = planFor({
-      policy: aPolicy({
+      facts: someFacts({
         backoff: { tiny: { failures: 3, until: new Date(NOW.getTime() - 1).toISOString(), lastError: 'x' } },
       }),
     });
@@ -327,11 +345,138 @@ describe('plan: retirement, removal, ownership', () => {
     expect(result.unrecognized).toEqual([{ name: 'ci-something', reason: 'name does not follow corral naming' }]);
   });
 
-  it('is pure: the same input gives the same plan', () => {
-    const input = {
-      profiles: [aProfile().withHash(HASH_B).build()],
-      guests: [aTemplate().atGen(live).withHash(HASH_A).build(), aRunner().onTemplate(live).build()],
-    };
-    expect(planFor(input)).toEqual(planFor(input));
+  it('never changes its input, and the same input gives the same plan', () => {
+    const input = inputFor({
+      profiles: [aProfile().withHash(HASH_B).runners(3).maxAge(60).build(), aProfile('gone').build()],
+      guests: [
+        aTemplate().atGen(live).withHash(HASH_A).build(),
+        aTemplate().atGen(older).withHash(HASH_A).build(),
+        aRunner().onTemplate(live).build(),
+        aRunner().index_(2).onTemplate(older).inState('crashed').build(),
+        aRebuild().atGen(genAt(1, HASH_B)).withHash(HASH_B).inState('shutoff').withVerdict({ ok: true }).build(),
+        aRunner().forProfile('removed').onTemplate(live).build(),
+      ],
+      facts: someFacts({ ownerToken: 'me', inFlight: ['ci-rebuild-gone@x'] }),
+    });
+    const before = structuredClone(input);
+    const first = plan(deepFreeze(input));
+    expect(input).toEqual(before);
+    expect(plan(structuredClone(before))).toEqual(first);
+  });
+});
+
+/** Freezes every object reachable from `value`: a planner that mutates its input throws in strict mode. */
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value as object)) deepFreeze(child);
+  }
+  return value;
+}
+
+describe('plan: when to look again (requeue)', () => {
+  it('wakes at the back-off expiry of a failing profile', () => {
+    const result = planFor({
+      facts: someFacts({ backoff: { tiny: { failures: 1, until: inSeconds(40), lastError: 'x' } } }),
+    });
+    expect(result.requeue).toEqual({ at: inSeconds(40), reason: 'tiny: build-backoff' });
+  });
+
+  it('wakes just after the live template reaches rebuild.maxAge', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(0).maxAge(3700).build()],
+      guests: [aTemplate().atGen(live).build()],
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.requeue?.at).toBe(new Date(NOW.getTime() + 100_000 + 1).toISOString());
+    expect(result.requeue?.reason).toMatch(/reaches rebuild.maxAge/);
+  });
+
+  it("wakes at an in-flight build's provision.timeout deadline", () => {
+    const result = planFor({
+      profiles: [aProfile().withHash(HASH_B).runners(0).build()],
+      guests: [
+        aTemplate().atGen(live).build(),
+        aRebuild().withHash(HASH_B).atGen(genAt(0.5, HASH_B)).ownedBy('me').build(),
+      ],
+      facts: someFacts({ ownerToken: 'me' }),
+    });
+    expect(result.waits[0]).toMatchObject({ kind: 'build-in-flight', until: inSeconds(30) });
+    expect(result.requeue?.at).toBe(inSeconds(30));
+  });
+
+  it("wakes at an absent source's grace end, whichever comes first", () => {
+    const result = planFor({
+      facts: someFacts({
+        backoff: { tiny: { failures: 1, until: inSeconds(40), lastError: 'x' } },
+        absentSources: [{ dir: '/mnt/usb/profiles', until: inSeconds(10) }],
+      }),
+    });
+    expect(result.requeue).toEqual({ at: inSeconds(10), reason: 'grace period of /mnt/usb/profiles ends' });
+  });
+
+  it('has no requeue when only an outside event can change the answer', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [aTemplate().atGen(live).build(), aRunner().onTemplate(live).build()],
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.requeue).toBeUndefined();
+  });
+});
+
+describe('plan: runner crash loops', () => {
+  const guests = [aTemplate().atGen(live).build(), aRunner().onTemplate(live).inState('crashed').build()];
+
+  it('replaces a crashed runner at once the first time, marked as a crash', () => {
+    const result = planFor({ profiles: [aProfile().runners(1).build()], guests });
+    expect(result.actions).toEqual([expect.objectContaining({ action: 'replace-runner', crashed: true })]);
+  });
+
+  it('holds a crashed runner while the profile backs off, says why, and wakes at the expiry', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests,
+      facts: someFacts({ runnerBackoff: { tiny: { failures: 3, until: inSeconds(80), lastError: 'x crashed' } } }),
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.waits).toEqual([
+      expect.objectContaining({
+        kind: 'runner-backoff',
+        until: inSeconds(80),
+        reason: expect.stringMatching(/crashed 3 time/),
+      }),
+    ]);
+    expect(result.requeue?.at).toBe(inSeconds(80));
+  });
+
+  it('does not hold a runner that shut off after its job, even while the profile backs off', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [aTemplate().atGen(live).build(), aRunner().onTemplate(live).inState('shutoff').build()],
+      facts: someFacts({ runnerBackoff: { tiny: { failures: 3, until: inSeconds(80), lastError: 'x' } } }),
+    });
+    expect(result.actions.map((a) => a.action)).toEqual(['replace-runner']);
+  });
+});
+
+describe('plan: configuration errors', () => {
+  it('starts no build of inputs whose last build failed on a configuration error, and says why', () => {
+    const facts = someFacts({
+      configErrors: { tiny: { inputsHash: HASH_A, error: 'base version "x" is not a sha256 digest' } },
+    });
+    const result = planFor({ profiles: [aProfile().runners(0).build()], facts });
+    expect(result.actions).toEqual([]);
+    expect(result.waits).toEqual([
+      expect.objectContaining({ kind: 'config-error', reason: expect.stringMatching(/not a sha256 digest/) }),
+    ]);
+    expect(result.requeue).toBeUndefined();
+  });
+
+  it('builds again once the profile changed (a new inputs hash)', () => {
+    const facts = someFacts({ configErrors: { tiny: { inputsHash: HASH_B, error: 'x' } } });
+    expect(planFor({ profiles: [aProfile().runners(0).build()], facts }).actions.map((a) => a.action)).toEqual([
+      'build',
+    ]);
   });
 });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { aHostConfig, aProfileDir, cleanup, tempRoot } from '../builders/profile-dir.js';
 import { clampTimerMs, MAX_TIMER_MS, parseDuration } from '../../src/util/duration.js';
-import { Timers } from '../../src/watch/watch-pass.js';
+import { Timers } from '../../src/watch/timers.js';
 import { cli } from './world.js';
 
 afterEach(cleanup);

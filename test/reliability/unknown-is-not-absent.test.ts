@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BIN, aHostConfig, aProfileDir, cleanup, tempRoot } from '../builders/profile-dir.js';
 import { loadConfig } from '../builders/profile-dir.js';
 import { FileDigests } from '../../src/sources/inputs.js';
-import { refreshView } from '../../src/state/refresh-view.js';
+import { refreshView } from '../../src/reconcile/refresh-view.js';
 import { AbsenceTracker } from '../../src/watch/absence.js';
 import { aReconciledHost, cli, guestNames } from './world.js';
 

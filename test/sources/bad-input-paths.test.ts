@@ -78,7 +78,7 @@ describe('bad names, paths and sources are rejected with a clear message and sta
     await expectRejected(w, `${file}#/provision/dir: is a symlink leaving the profile dir: provision`);
   });
 
-  it('a symlink to a directory inside the provision dir (once an internal error)', async () => {
+  it('a symlink to a directory inside the provision dir', async () => {
     const w = await aWorld();
     const { file } = await aProfileDir(w.two, 'web')
       .file('shared/a.txt', 'a')

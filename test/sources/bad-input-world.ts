@@ -1,5 +1,5 @@
 /**
- * Shared by the bad-input test files (issue 3's "Bad input" list). Each case starts from a good
+ * Shared by the bad-input test files (inputs corral must reject with a clear problem, never an internal error). Each case starts from a good
  * compiled generation, breaks something, and checks that `corral validate` (the real binary: exit
  * status, no stack trace on stderr) and `corral compile` (the CLI's main() in-process, for speed)
  * both exit 1 with a message naming the file (and the key), and that `state/current` still points

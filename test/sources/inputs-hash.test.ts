@@ -1,4 +1,4 @@
-/** DESIGN.md §1: the build inputs hash covers what goes into the image and nothing else. */
+/** The build inputs hash (docs/design.md, "Concepts and naming") covers what goes into the image and nothing else. */
 import { appendFile, chmod, mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-/** Enumerating sources (dirs and globs) and merging them (DESIGN.md §2 merge rules), in-process. */
+/** Enumerating sources (dirs and globs) and merging them (docs/design.md, "Files": merge rules), in-process. */
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -52,7 +52,7 @@ describe('glob sources', () => {
     expect(await expandGlob(join(root, 'd[12]'))).toEqual([join(root, 'd1'), join(root, 'd2')]);
   });
 
-  it('an unbalanced "[" matches literally instead of crashing (once an internal error)', async () => {
+  it('an unbalanced "[" matches literally instead of crashing', async () => {
     const root = await tempRoot();
     await mkdir(join(root, '[x'));
     expect(await expandGlob(join(root, '[x'))).toEqual([join(root, '[x')]);

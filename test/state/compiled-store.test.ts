@@ -1,4 +1,4 @@
-/** The compiled view on disk: generations, the `current` symlink swap, pruning (DESIGN.md §2 state dir). */
+/** The compiled view on disk: generations, the `current` symlink swap, pruning (docs/design.md, "Files": state dir). */
 import { lstat, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

@@ -80,7 +80,14 @@ describe('state-dir lock', () => {
 
   it('takes over a lock whose pid was reused by another process (start time differs)', async () => {
     const stateDir = await tempRoot();
-    const holder = { pid: process.ppid, command: 'watch', token: 'e'.repeat(16), host: hostname(), startedAt: 'then', pidStart: '1' };
+    const holder = {
+      pid: process.ppid,
+      command: 'watch',
+      token: 'e'.repeat(16),
+      host: hostname(),
+      startedAt: 'then',
+      pidStart: '1',
+    };
     await writeFile(lockPath(stateDir), `${JSON.stringify(holder)}\n`);
     const { log, lines } = recordingLog();
     const lock = await acquireLock(stateDir, { command: 'compile', log });

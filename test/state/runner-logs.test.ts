@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RunnerLogs } from '../../src/state/build-logs.js';
+import { RunnerLogs } from '../../src/state/runner-logs.js';
 
 let stateDir: string;
 beforeAll(async () => (stateDir = await mkdtemp(join(tmpdir(), 'corral-rlogs-'))));

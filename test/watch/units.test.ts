@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { FSWatcher } from 'chokidar';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { expandGlob } from '../../src/sources/enumerate.js';
 import { AbsenceTracker } from '../../src/watch/absence.js';
 import { MountWatch } from '../../src/watch/mounts.js';
 import { createQueues, StoppedError } from '../../src/watch/queues.js';
@@ -83,6 +84,8 @@ describe('watch targets', () => {
         { name: 'parts', glob: join(root, 'mnt', '*', 'corral', 'profiles') },
       ],
       join(root, 'corral.yaml'),
+      // What this pass's enumeration found: the glob is not expanded a second time.
+      [join(root, 'src'), join(root, 'mnt', 'a', 'corral', 'profiles')],
     );
     expect(targets).toEqual(
       [
@@ -92,6 +95,18 @@ describe('watch targets', () => {
         { dir: join(root, 'src'), depth: 8 },
       ].sort((a, b) => a.dir.localeCompare(b.dir)),
     );
+  });
+
+  it('agrees with the source listing on a glob with an unbalanced "[": both take it literally', async () => {
+    const root = await temp();
+    const pattern = join(root, '[x', 'p');
+    await mkdir(join(root, '[x', 'p'), { recursive: true });
+    const sources = [{ name: 'odd', glob: pattern }];
+    expect(await expandGlob(pattern)).toEqual([join(root, '[x', 'p')]);
+    // The watch's event filter used to throw "Unterminated character class" here.
+    expect(relevance(sources)(join(root, '[x', 'p', 'prof', 'profile.yaml'))).toBe('change');
+    expect(relevance(sources)(join(root, 'x', 'p'))).toBeUndefined();
+    expect(matchesPattern(join(root, '[x', 'p'), pattern)).toBe(true);
   });
 });
 

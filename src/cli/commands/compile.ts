@@ -1,7 +1,7 @@
 import { ConfigError, formatProblem } from '../../errors.js';
 import { FileDigests } from '../../sources/inputs.js';
 import { acquireLock } from '../../state/lock.js';
-import { refreshView } from '../../state/refresh-view.js';
+import { refreshView } from '../../reconcile/refresh-view.js';
 import { EXIT, type Command } from '../command.js';
 
 export const compileCommand: Command = {

@@ -1,5 +1,9 @@
 import type { Command } from '../command.js';
 import { compileCommand } from './compile.js';
+import { gcCommand } from './gc.js';
+import { historyCommand } from './history.js';
+import { inspectCommand } from './inspect.js';
+import { logsCommand } from './logs.js';
 import { planCommand } from './plan.js';
 import { reconcileCommand } from './reconcile.js';
 import { sourcesCommand } from './sources.js';
@@ -8,5 +12,17 @@ import { validateCommand } from './validate.js';
 import { watchCommand } from './watch.js';
 
 export function commands(): Command[] {
-  return [validateCommand, sourcesCommand, compileCommand, planCommand, reconcileCommand, watchCommand, statusCommand];
+  return [
+    validateCommand,
+    sourcesCommand,
+    compileCommand,
+    planCommand,
+    reconcileCommand,
+    watchCommand,
+    statusCommand,
+    inspectCommand,
+    historyCommand,
+    logsCommand,
+    gcCommand,
+  ];
 }

@@ -1,22 +1,30 @@
 import { ConfigError, formatProblem } from '../../errors.js';
-import { converge } from '../../apply/pass.js';
+import { converge } from '../../reconcile/pass.js';
+import { formatRequeue } from '../../plan/format.js';
 import { FileDigests } from '../../sources/inputs.js';
 import { acquireLock } from '../../state/lock.js';
-import { refreshView } from '../../state/refresh-view.js';
+import { refreshView } from '../../reconcile/refresh-view.js';
 import { EXIT, type Command } from '../command.js';
 import { parseName } from '../../hypervisor/names.js';
 import { oneLine } from '../../util/escape.js';
-import { openRuntime } from '../runtime.js';
+import { absentSourcesOf, openRuntime } from '../../reconcile/runtime.js';
 import { planCommand } from './plan.js';
 
 export const reconcileCommand: Command = {
   name: 'reconcile',
   summary: 'Compile the sources and converge the guests in one run (for cron); waits for the builds it starts.',
-  usage: 'corral reconcile --once [--dry-run] [--wait] [--json]',
+  usage: 'corral reconcile --once [--dry-run] [--wait] [--keep-failed] [--json]',
   optionsHelp: `  --once               run until converged, then exit (the only mode; "corral watch" is the daemon)
   --dry-run            only print the plan (same as "corral plan")
-  --wait               wait for the state-dir lock instead of exiting with code 75`,
-  options: { once: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, wait: { type: 'boolean' } },
+  --wait               wait for the state-dir lock instead of exiting with code 75
+  --keep-failed        set a failed rebuild aside as <prefix>-failed-<profile>@<gen> instead of
+                       destroying it, to look inside (never promoted; "corral gc" removes it)`,
+  options: {
+    once: { type: 'boolean' },
+    'dry-run': { type: 'boolean' },
+    wait: { type: 'boolean' },
+    'keep-failed': { type: 'boolean' },
+  },
   async run(ctx) {
     if (ctx.args['dry-run']) return planCommand.run(ctx);
     if (!ctx.args.once)
@@ -53,21 +61,24 @@ export const reconcileCommand: Command = {
         );
       }
       const view = refreshed.view!;
-      const runtime = await openRuntime(ctx, { holdsLock: true });
-      const result = await converge(view, {
-        config: ctx.config,
-        log: ctx.log,
-        ownerToken: lock.holder.token,
-        inFlight: new Set(),
-        stopping,
-        ...runtime,
-      });
+      const runtime = await openRuntime(ctx, { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true });
+      const result = await converge(
+        view,
+        {
+          config: ctx.config,
+          log: ctx.log,
+          ownerToken: lock.holder.token,
+          stopping,
+          ...runtime,
+        },
+        { absentSources: absentSourcesOf(refreshed.absence.holding) },
+      );
       const failed = result.results.filter((r) => !r.ok);
       // A guest corral did not create sits on a name it needs: say so with a failing exit, every run, until removed.
       const squatters = result.last.unrecognized.filter((u) => parseName(ctx.config.prefix, u.name));
       if (ctx.json) {
         ctx.io.out(
-          `${JSON.stringify({ ok: refreshed.ok && squatters.length === 0, generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
+          `${JSON.stringify({ ok: refreshed.ok && squatters.length === 0, generation: view.generation, passes: result.passes, results: result.results, waits: result.last.waits, requeueAt: result.last.requeue?.at ?? null, unrecognized: result.last.unrecognized, problems: refreshed.problems, kept: refreshed.absence.holding }, null, 2)}\n`,
         );
       } else {
         for (const r of result.results)
@@ -76,6 +87,8 @@ export const reconcileCommand: Command = {
           );
         for (const w of result.last.waits) ctx.io.out(`waiting ${w.profile}: ${w.reason}\n`);
         for (const u of result.last.unrecognized) ctx.io.out(`? ${oneLine(u.name)}: ${u.reason} (left alone)\n`);
+        if (result.last.requeue)
+          ctx.io.out(`next: ${formatRequeue(result.last.requeue, ctx.now())} (${result.last.requeue.reason})\n`);
         ctx.io.out(
           `generation ${view.generation}: ${result.results.length} action(s) in ${result.passes} pass(es), ${failed.length} failed\n`,
         );

@@ -1,5 +1,6 @@
-import { observeAndPlan } from '../../apply/pass.js';
+import { observeAndPlan } from '../../reconcile/pass.js';
 import { formatProblem } from '../../errors.js';
+import { formatRequeue } from '../../plan/format.js';
 import { createdAt, newestFirst } from '../../plan/gen-time.js';
 import { conditionOf } from '../../plan/runners.js';
 import { readCurrentView } from '../../state/compiled-store.js';
@@ -7,9 +8,11 @@ import { isAlive, readLockHolder } from '../../state/lock.js';
 import { readAbsenceRecord } from '../../state/source-absence.js';
 import { readWatchStatus } from '../../state/watch-status.js';
 import { formatDuration } from '../../util/duration.js';
+import { freeBytesAt } from '../../images/floor.js';
+import { formatBytes } from '../../util/size.js';
 import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
-import { openRuntime, previewView } from '../runtime.js';
+import { openRuntime, previewView } from '../../reconcile/runtime.js';
 
 export const statusCommand: Command = {
   name: 'status',
@@ -20,23 +23,35 @@ export const statusCommand: Command = {
   options: {},
   async run(ctx) {
     // A damaged stored view is no view: the preview says so (once) and shows the sources as they are.
-    const view = (await readCurrentView(ctx.config.stateDir)) ?? (await previewView(ctx)).view;
+    const view =
+      (await readCurrentView(ctx.config.stateDir)) ??
+      (await previewView({ ...ctx, warn: (p) => ctx.io.err(`warning: ${formatProblem(p)}\n`) })).view;
     const runtime = await openRuntime(ctx, { readOnly: true });
+    // The absence record is shared by watch and cron: a source held under cron shows here too.
+    const graceMs = ctx.config.watch.absentGraceSeconds * 1000;
+    const absent = Object.entries((await readAbsenceRecord(ctx.config.stateDir)).absent).map(([dir, e]) => ({
+      dir,
+      source: e.source,
+      since: e.since,
+      graceUntil: new Date(Date.parse(e.since) + graceMs).toISOString(),
+    }));
     const holder = await readLockHolder(ctx.config.stateDir);
     const live = holder && isAlive(holder) ? holder : undefined;
-    const { plan, observed } = await observeAndPlan(view, {
-      config: ctx.config,
-      hypervisor: runtime.hypervisor,
-      clock: runtime.clock,
-      backoff: runtime.backoff,
-      ...(live ? { ownerToken: live.token } : {}),
-    });
+    const {
+      plan,
+      observed,
+      profiles: resolved,
+    } = await observeAndPlan(
+      view,
+      { config: ctx.config, ...runtime, ...(live ? { ownerToken: live.token } : {}) },
+      { absentSources: absent.map((a) => ({ dir: a.dir, until: a.graceUntil })) },
+    );
     const events = await runtime.events.recent(2000);
     const watchFile = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
     // Only the live watch's own report counts: one left by a crashed watch is stale.
     const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
     const now = ctx.now();
-    const profiles = view.profiles.map((p) => {
+    const profiles = resolved.map((p) => {
       const guests = observed.guests.filter((g) => g.profile === p.name);
       const templates = guests.filter((g) => g.role === 'template').sort(newestFirst);
       const liveTemplate = templates.find((t) => t.meta.inputsHash === p.inputsHash) ?? templates[0];
@@ -47,6 +62,7 @@ export const statusCommand: Command = {
       return {
         name: p.name,
         source: p.source,
+        base: { kind: p.base.kind, version: p.baseVersion || null },
         template: liveTemplate
           ? {
               name: liveTemplate.name,
@@ -78,20 +94,22 @@ export const statusCommand: Command = {
             }
           : null,
         lastBuild: last ? { time: last.time, ok: last.ok, ...(last.error ? { error: last.error } : {}) } : null,
-        pending: plan.waits.filter((w) => w.profile === p.name).map((w) => w.reason),
+        pending: plan.waits
+          .filter((w) => w.profile === p.name)
+          .map((w) => ({ kind: w.kind, reason: w.reason, ...(w.until ? { until: w.until } : {}) })),
         changes: plan.actions.filter((a) => a.profile === p.name).length,
       };
     });
-    // The absence record is shared by watch and cron: a source held under cron shows here too.
-    const graceMs = ctx.config.watch.absentGraceSeconds * 1000;
-    const absent = Object.entries((await readAbsenceRecord(ctx.config.stateDir)).absent).map(([dir, e]) => ({
-      dir,
-      source: e.source,
-      since: e.since,
-      graceUntil: new Date(Date.parse(e.since) + graceMs).toISOString(),
-    }));
+    const free = await freeBytesAt(ctx.config.imagesDir);
+    const disk = {
+      imagesDir: ctx.config.imagesDir,
+      freeBytes: free ?? null,
+      minFreeBytes: ctx.config.minFreeBytes,
+      belowFloor: free !== undefined && free < ctx.config.minFreeBytes,
+    };
     const result = {
       generation: view.generation,
+      disk,
       hypervisor: runtime.hypervisor.kind,
       lock: live ? { pid: live.pid, command: live.command, since: live.startedAt } : null,
       problems: watch?.problems ?? [],
@@ -99,6 +117,7 @@ export const statusCommand: Command = {
       absent,
       profiles,
       unrecognized: observed.unrecognized,
+      requeue: plan.requeue ?? null,
     };
     if (ctx.json) {
       ctx.io.out(`${JSON.stringify(result, null, 2)}\n`);
@@ -122,10 +141,16 @@ export const statusCommand: Command = {
         out.push(`  building: ${p.building.name} (${p.building.state}, ${formatDuration(p.building.forSeconds)})`);
       if (p.lastBuild)
         out.push(`  last build: ${p.lastBuild.ok ? 'ok' : `FAILED: ${p.lastBuild.error}`} at ${p.lastBuild.time}`);
-      for (const reason of p.pending) out.push(`  pending: ${reason}`);
+      for (const w of p.pending)
+        out.push(`  pending: ${w.reason}${w.until ? ` (${formatRequeue({ at: w.until, reason: w.kind }, now)})` : ''}`);
       if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);
     }
+    if (disk.belowFloor)
+      out.push(
+        `imagesDir ${disk.imagesDir}: ${formatBytes(disk.freeBytes ?? 0)} free, below minFreeSpace ${formatBytes(disk.minFreeBytes)}: garbage is collected first, then builds and downloads are refused`,
+      );
     if (watch?.lastPassAt) out.push(`watch: last pass at ${watch.lastPassAt}`);
+    if (plan.requeue) out.push(`next look by itself: ${formatRequeue(plan.requeue, now)} (${plan.requeue.reason})`);
     for (const a of absent)
       out.push(
         oneLine(`source "${a.source}" ${a.dir} is absent since ${a.since}; its profiles stay until ${a.graceUntil}`),

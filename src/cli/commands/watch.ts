@@ -3,20 +3,23 @@ import { findConfigFile, loadHostConfig, type HostConfig } from '../../config/ho
 import { acquireLock } from '../../state/lock.js';
 import { parseDuration } from '../../util/duration.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
-import { openRuntime } from '../runtime.js';
+import { openRuntime } from '../../reconcile/runtime.js';
 
 export const watchCommand: Command = {
   name: 'watch',
-  summary: 'Long-running reconciler: re-reads the sources when they change (and every resync interval) and converges.',
-  usage: 'corral watch [--wait] [--debounce MS]',
+  summary:
+    'Long-running reconciler: a pass when the sources change, when one of its guests starts, stops or crashes, when the last plan asked to look again (a back-off expiry, say), and every resync interval.',
+  usage: 'corral watch [--wait] [--debounce MS] [--keep-failed]',
   optionsHelp: `  --wait               wait for the state-dir lock instead of exiting with code 75
-  --debounce MS        quiet time after the last file event before a pass (default: the config's
+  --debounce MS        quiet time after the last file or guest event before a pass (default: the config's
                        watch.debounce, else 300 ms); also takes 500ms, 2s
+  --keep-failed        set failed rebuilds aside as <prefix>-failed-<profile>@<gen> instead of
+                       destroying them (never promoted; collected after gc.keepFailedGuests)
 
 Signals: SIGHUP reloads the host config and resyncs; SIGTERM/SIGINT stop taking new work, let
 running actions finish, abandon running builds (the next pass discards them), release the lock
 and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is locked by another run.`,
-  options: { wait: { type: 'boolean' }, debounce: { type: 'string' } },
+  options: { wait: { type: 'boolean' }, debounce: { type: 'string' }, 'keep-failed': { type: 'boolean' } },
   async run(ctx) {
     const debounceMs = parseDebounce(ctx.args.debounce);
     const withOverrides = (config: HostConfig): HostConfig => {
@@ -35,7 +38,10 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
         loadConfig: async () => withOverrides(await reloadHostConfig(ctx)),
         validators: ctx.validators,
         log: ctx.log,
-        runtime: await openRuntime({ ...ctx, config }, { holdsLock: true }),
+        runtime: await openRuntime(
+          { ...ctx, config },
+          { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true },
+        ),
         ownerToken: lock.holder.token,
       });
       const stopped = new Promise<void>((resolve) =>

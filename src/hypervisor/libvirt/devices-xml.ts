@@ -90,7 +90,7 @@ export function setStatusAndConsole(
   delete dev['console'];
 }
 
-/** Crash and power-off behaviour corral relies on (DESIGN.md §4, §7). */
+/** Crash and power-off behaviour corral relies on (docs/design.md, "Provisioning contract" and "Tests"). */
 export function setLifecycle(doc: DomainDoc): void {
   const features = child(doc.domain, 'features');
   if (features['acpi'] === undefined) features['acpi'] = '';

@@ -7,22 +7,33 @@ import { chmod, copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { BuildCheck, BuildRequest, GuestMeta, Hypervisor, Observation, RunnerRequest } from '../hypervisor.js';
+import type {
+  BuildCheck,
+  BuildRequest,
+  GuestEventSink,
+  GuestEventStream,
+  GuestMeta,
+  Hypervisor,
+  Observation,
+  RunnerRequest,
+} from '../hypervisor.js';
 import { parseName } from '../names.js';
-import { ensureBaseImage } from '../../images/base-cache.js';
+import { formatBytes } from '../../util/size.js';
 import { rebuildDomainXml } from './build-xml.js';
-import { destroyGuest } from './destroy.js';
+import { destroyGuest, filesInUse } from './destroy.js';
 import { ChannelPump, hostErrorFor } from './channels.js';
 import { currentOwner, rootDiskOf, type SocketOwner } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
-import { execaExec, type Exec } from './exec.js';
+import { execaExec, type Exec } from '../../exec/exec.js';
+import { VirshEventStream } from './events.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
-import { createOverlay, IMAGE_MODE } from './qcow2.js';
+import { backingChain, createOverlay, IMAGE_MODE, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildRunnerSeed, buildSeedIso } from './seed.js';
 import { parseDomstate, verdictFor } from './status.js';
-import { createVirsh, isNoDomain, startGuest, type Virsh } from './virsh.js';
+import { createVirsh, guestError, isNoDomain, startGuest, type Virsh } from './virsh.js';
+import { GuestExistsError } from '../../errors.js';
 
 export interface LibvirtDeps {
   /** e.g. `qemu:///system`, or a sandbox's `qemu+unix:///system?socket=…`. */
@@ -55,6 +66,7 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly pump: ChannelPump | undefined;
   private readonly owner: SocketOwner = currentOwner();
   private readonly hostName: string;
+  private readonly uri: string;
   /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
   private readonly metaMemo = new Map<string, GuestMeta>();
   /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
@@ -69,6 +81,11 @@ export class LibvirtHypervisor implements Hypervisor {
     this.domainType = deps.domainType ?? 'qemu';
     this.pump = deps.attachChannels === false ? undefined : new ChannelPump(this.log);
     this.hostName = deps.hostName ?? os.hostname();
+    this.uri = deps.uri;
+  }
+
+  watchEvents(sink: GuestEventSink): GuestEventStream {
+    return new VirshEventStream({ uri: this.uri, log: this.log }, sink);
   }
 
   async observe(): Promise<Observation> {
@@ -126,15 +143,23 @@ export class LibvirtHypervisor implements Hypervisor {
     const parsed = parseName(this.prefix, req.name);
     if (parsed?.role !== 'rebuild') throw new Error(`${req.name} is not a rebuild guest name`);
     // Its files are named by profile@gen: writing them for a guest that exists would wreck it.
-    if (await this.exists(req.name)) throw new Error(`cannot start build ${req.name}: a guest of that name exists`);
+    if (await this.exists(req.name)) throw new GuestExistsError(req.name);
     const log = this.log.child({ guest: req.name, profile: req.profile.name });
     const l = this.layout;
     await this.ensureDirs();
     const files = buildFiles(l, parsed.profile, parsed.gen);
-    const base = await ensureBaseImage(req.profile, { imagesDir: l.root, exec: this.exec });
+    const base = req.baseImage;
     await chmod(base, IMAGE_MODE).catch(() => undefined); // see IMAGE_MODE; not ours to change if shared
+    const size = req.profile.guest.diskBytes;
+    if (size !== undefined) {
+      const baseSize = await virtualSize(this.exec, base);
+      if (size < baseSize)
+        throw new Error(
+          `guest.disk ${formatBytes(size)} is smaller than the base image (${formatBytes(baseSize)}): a disk can grow, not shrink`,
+        );
+    }
     try {
-      await createOverlay(this.exec, base, files.disk);
+      await createOverlay(this.exec, base, files.disk, size);
       await buildSeedIso(this.exec, req.profile.provision, files.seed);
       // A stale verdict or console from an earlier attempt must never be read as this build's.
       await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
@@ -148,7 +173,9 @@ export class LibvirtHypervisor implements Hypervisor {
         domainType: this.domainType,
         owner: this.owner,
       };
-      await this.virsh.define(await rebuildDomainXml(input));
+      await this.virsh.define(await rebuildDomainXml(input)).catch((err: unknown) => {
+        throw guestError(req.name, err);
+      });
     } catch (err) {
       // Nothing refers to these files until the guest is defined, so no later pass would remove them.
       const stem = files.disk.replace(/\.qcow2$/, '');
@@ -217,7 +244,9 @@ export class LibvirtHypervisor implements Hypervisor {
     if (from?.role !== 'rebuild' || to?.role !== 'template' || from.profile !== to.profile || from.gen !== to.gen) {
       throw new Error(`cannot promote ${rebuild} to ${template}: not a rebuild and its own template name`);
     }
-    await this.virsh.run(['domrename', rebuild, template]);
+    await this.virsh.run(['domrename', rebuild, template]).catch((err: unknown) => {
+      throw guestError(isNoDomain(err) ? rebuild : template, err);
+    });
     this.log.info({ guest: template, from: rebuild }, 'promoted');
   }
 
@@ -249,7 +278,7 @@ export class LibvirtHypervisor implements Hypervisor {
       }
       if (defined.status === 'rejected') {
         await rm(files.seed, { force: true });
-        throw defined.reason;
+        throw guestError(req.name, defined.reason);
       }
       await rename(tmpDisk, files.disk);
     } finally {
@@ -269,7 +298,9 @@ export class LibvirtHypervisor implements Hypervisor {
   private async templateDomainXml(template: string): Promise<string> {
     const known = this.templateXml.get(template);
     if (known) return known;
-    const xml = await this.virsh.run(['dumpxml', '--inactive', template]);
+    const xml = await this.virsh.run(['dumpxml', '--inactive', template]).catch((err: unknown) => {
+      throw guestError(template, err);
+    });
     this.templateXml.set(template, xml);
     return xml;
   }
@@ -278,6 +309,34 @@ export class LibvirtHypervisor implements Hypervisor {
     this.templateXml.delete(name);
     await this.pump?.detach(name);
     return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
+  }
+
+  async setAside(rebuild: string, failed: string): Promise<void> {
+    const from = parseName(this.prefix, rebuild);
+    const to = parseName(this.prefix, failed);
+    if (from?.role !== 'rebuild' || to?.role !== 'failed' || from.profile !== to.profile || from.gen !== to.gen) {
+      throw new Error(`cannot set ${rebuild} aside as ${failed}: not a rebuild and its own failed name`);
+    }
+    // A timed-out build still runs; a renamed domain must be inactive.
+    await this.virsh.run(['destroy', rebuild]).catch(() => undefined);
+    await this.virsh.run(['domrename', rebuild, failed]);
+    this.log.info({ guest: failed, from: rebuild }, 'failed build kept for debugging (--keep-failed)');
+  }
+
+  async diskChain(name: string): Promise<string[]> {
+    let xml: string;
+    try {
+      xml = await this.virsh.run(['dumpxml', '--inactive', name]);
+    } catch (err) {
+      if (isNoDomain(err)) return [];
+      throw err;
+    }
+    const disk = rootDiskOf(parseDomainXml(xml));
+    return disk ? backingChain(disk) : [];
+  }
+
+  filesInUse(): Promise<Set<string>> {
+    return filesInUse({ virsh: this.virsh, layout: this.layout, log: this.log });
   }
 
   /** What corral wrote down of the guest's serial console; a record it may not read is a HostError. */

@@ -2,7 +2,7 @@
  * corral's <metadata> element, in its own namespace so libvirt keeps it through define, rename
  * and dumpxml, and other tools' metadata is left alone.
  */
-import type { GuestMeta } from '../hypervisor.js';
+import type { GuestMeta, MetaResult } from '../hypervisor.js';
 import { XMLParser } from 'fast-xml-parser';
 import { isNode, text, type DomainDoc, type XmlNode } from './domain-xml.js';
 
@@ -19,11 +19,12 @@ export function setMeta(doc: DomainDoc, meta: GuestMeta): void {
   const el: XmlNode = { [`@_xmlns:${PREFIX}`]: CORRAL_XMLNS };
   for (const field of REQUIRED) el[`${PREFIX}:${field}`] = meta[field];
   if (meta.owner !== undefined) el[`${PREFIX}:owner`] = meta.owner;
+  if (meta.manifest !== undefined) el[`${PREFIX}:manifest`] = meta.manifest;
   metadata[`${PREFIX}:guest`] = el;
   doc.domain['metadata'] = metadata;
 }
 
-export type MetaResult = { ok: true; meta: GuestMeta } | { ok: false; reason: string };
+export type { MetaResult } from '../hypervisor.js';
 
 export function readMeta(doc: DomainDoc): MetaResult {
   const metadata = doc.domain['metadata'];
@@ -36,7 +37,7 @@ const smallParser = new XMLParser({ ignoreAttributes: true, parseTagValue: false
 
 /**
  * Reads the output of `virsh metadata --uri <ours>`: just our element, without prefix. Parsing
- * that instead of the whole domain XML keeps a pass over 1,000 guests cheap (DESIGN.md §9).
+ * that instead of the whole domain XML keeps a pass over 1,000 guests cheap (docs/design.md, "Observation").
  */
 export function parseMetaElement(xml: string): MetaResult {
   if (xml.trim() === '') return { ok: false, reason: 'no corral metadata' };
@@ -62,6 +63,8 @@ function fromFields(get: (field: string) => string | undefined): MetaResult {
   };
   const owner = get('owner');
   if (owner) meta.owner = owner;
+  const manifest = get('manifest');
+  if (manifest) meta.manifest = manifest;
   return { ok: true, meta };
 }
 

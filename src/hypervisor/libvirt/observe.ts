@@ -1,20 +1,22 @@
 /**
- * One observation pass in at most two virsh processes, however many guests (DESIGN.md §5, §9):
+ * One observation pass in at most two virsh processes, however many guests (docs/design.md, "Observation"):
  * 1. `list --all --uuid --name` and `domstats --state`, batched: who is there and in what state;
  * 2. `metadata --uri <ours>` for each of our guests whose metadata is not yet known, batched.
  * corral never changes a guest's metadata after define, so it is memoized by domain UUID (a new
  * guest, even under an old name, has a new UUID): a steady-state pass is one process.
- * Foreign guests are never queried; ours that do not parse are reported, never touched.
+ * Foreign guests are never queried. What a guest is (role, profile, unrecognized and why) is
+ * decided by the shared classifier, not here.
  */
 import { CommandError } from '../../errors.js';
-import type { GuestMeta, Observation, ObservedGuest } from '../hypervisor.js';
+import { classify, UNRECOGNIZED, type RawGuest } from '../classify.js';
+import type { GuestMeta, MetaResult, Observation, Verdict } from '../hypervisor.js';
 import { hasPrefix, parseName, type ParsedName } from '../names.js';
 import { parseDomstats, parseUuidList } from './domstats.js';
-import { CORRAL_XMLNS, parseMetaElement, type MetaResult } from './metadata.js';
+import { CORRAL_XMLNS, parseMetaElement } from './metadata.js';
 import { filesForName, type ImageLayout } from './paths.js';
 import { parseCondition, readStatusRecord, verdictFor, type DomState } from './status.js';
 import { stat } from 'node:fs/promises';
-import { virshQuote, type Virsh } from './virsh.js';
+import { lostConnection, virshQuote, type Virsh } from './virsh.js';
 
 export interface ObserveContext {
   virsh: Virsh;
@@ -43,25 +45,25 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
   const listing = await ctx.virsh.batch(['list --all --uuid --name', 'domstats --state']);
   // A failed listing must never read as "no guests": the planner would recreate everything.
   if (listing.stderr.includes('error:')) {
-    throw new CommandError(
-      `virsh listing failed: ${listing.stderr.trim().split('\n')[0]}`,
-      'virsh list; domstats',
-      undefined,
-      listing.stderr,
-    );
+    const failure = new CommandError(`virsh listing failed: ${listing.stderr.trim().split('\n')[0]}`, {
+      command: 'virsh list; domstats',
+      stderr: listing.stderr,
+    });
+    throw lostConnection(failure) ?? failure;
   }
   const uuids = parseUuidList(listing.out[0] ?? '');
   const states = parseDomstats(listing.out[1] ?? '');
   const present = new Set(uuids.values());
   for (const uuid of ctx.metaMemo.keys()) if (!present.has(uuid)) ctx.metaMemo.delete(uuid);
 
-  const result: Observation = { guests: [], unrecognized: [] };
+  const raws: RawGuest[] = [];
   const candidates: Candidate[] = [];
   for (const [name, uuid] of uuids) {
     if (!hasPrefix(ctx.prefix, name)) continue;
-    const parsed = parseName(ctx.prefix, name);
     const state = states.get(name);
-    if (!parsed) result.unrecognized.push({ name, reason: "name does not follow corral's naming scheme" });
+    const parsed = parseName(ctx.prefix, name);
+    // Only guests whose name parses are worth a metadata query; the classifier names the others.
+    if (!parsed) raws.push({ name, state: state?.state ?? 'other', meta: { ok: false, reason: 'not read' } });
     else if (state) candidates.push({ name, uuid, parsed, state }); // no state: it went away meanwhile
   }
 
@@ -75,47 +77,29 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
     const memo = ctx.metaMemo.get(c.uuid);
     const meta: MetaResult = memo
       ? { ok: true, meta: memo }
-      : (fetched.get(c.uuid) ?? { ok: false, reason: 'no corral metadata' });
-    const judged = await judge(ctx, c, meta);
-    if ('reason' in judged) result.unrecognized.push({ name: c.name, reason: judged.reason });
-    else {
-      ctx.metaMemo.set(c.uuid, judged.meta);
-      result.guests.push(judged);
-    }
+      : (fetched.get(c.uuid) ?? { ok: false, reason: UNRECOGNIZED.noMeta });
+    if (meta.ok) ctx.metaMemo.set(c.uuid, meta.meta);
+    const verdict = c.parsed.role === 'rebuild' ? await rebuildVerdict(ctx, c) : undefined;
+    const condition = c.parsed.role === 'runner' ? await runnerCondition(ctx, c) : {};
+    raws.push({ name: c.name, state: c.state.state, meta, ...(verdict ? { verdict } : {}), ...condition });
   }
-  return result;
+  return classify(ctx.prefix, raws);
 }
 
-async function judge(ctx: ObserveContext, c: Candidate, meta: MetaResult): Promise<ObservedGuest | { reason: string }> {
-  const { name, parsed, state } = c;
-  if (!meta.ok) return { reason: meta.reason };
-  if (meta.meta.profile !== parsed.profile) {
-    return { reason: `metadata names profile ${meta.meta.profile}, the name says ${parsed.profile}` };
-  }
-  if (parsed.role !== 'runner' && meta.meta.gen !== parsed.gen) {
-    return { reason: `metadata names generation ${meta.meta.gen}, the name says ${parsed.gen}` };
-  }
-  const guest: ObservedGuest = {
-    name,
-    role: parsed.role,
-    profile: parsed.profile,
-    state: state.state,
-    meta: meta.meta,
-  };
-  if (parsed.role === 'runner') {
-    guest.index = parsed.index;
-    const statusFile = filesForName(ctx.layout, ctx.prefix, name)?.status;
-    if (state.state === 'running' && statusFile) {
-      guest.condition = parseCondition(await readStatusRecord(statusFile));
-      const since = await stat(statusFile).catch(() => undefined);
-      if (since) guest.conditionSince = since.mtime.toISOString();
-    }
-  } else guest.gen = parsed.gen;
-  if (parsed.role === 'rebuild') {
-    // startBuild always points the status channel here, so no domain XML is needed.
-    const statusFile = filesForName(ctx.layout, ctx.prefix, name)?.status;
-    const verdict = statusFile ? await verdictFor(state, statusFile) : undefined;
-    if (verdict) guest.verdict = verdict;
-  }
-  return guest;
+/** startBuild always points the status channel at the guest's status file, so no domain XML is needed. */
+async function rebuildVerdict(ctx: ObserveContext, c: Candidate): Promise<Verdict | undefined> {
+  const statusFile = filesForName(ctx.layout, ctx.prefix, c.name)?.status;
+  return statusFile ? verdictFor(c.state, statusFile) : undefined;
+}
+
+/** What a running runner last said on its status channel (and when), from the file corral copies it into. */
+async function runnerCondition(
+  ctx: ObserveContext,
+  c: Candidate,
+): Promise<Pick<RawGuest, 'condition' | 'conditionSince'>> {
+  const statusFile = filesForName(ctx.layout, ctx.prefix, c.name)?.status;
+  if (c.state.state !== 'running' || !statusFile) return {};
+  const condition = parseCondition(await readStatusRecord(statusFile));
+  const since = await stat(statusFile).catch(() => undefined);
+  return { condition, ...(since ? { conditionSince: since.mtime.toISOString() } : {}) };
 }

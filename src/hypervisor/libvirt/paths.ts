@@ -1,5 +1,5 @@
 /**
- * Where a guest's files live under imagesDir (DESIGN.md §2). Build artefacts are keyed by
+ * Where a guest's files live under imagesDir (docs/design.md, "Files"). Build artefacts are keyed by
  * `<profile>@<gen>`, not by guest name, so promotion (a rename) moves no file.
  */
 import { createHash } from 'node:crypto';

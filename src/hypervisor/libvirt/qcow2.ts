@@ -4,8 +4,8 @@
  */
 import { chmod, open } from 'node:fs/promises';
 import path from 'node:path';
+import type { Exec } from '../../exec/exec.js';
 import { hostErrorFor } from './channels.js';
-import type { Exec } from './exec.js';
 
 /**
  * Disk images corral makes are 0644 whatever its umask: while a guest runs, libvirt's DAC driver
@@ -16,9 +16,17 @@ import type { Exec } from './exec.js';
  */
 export const IMAGE_MODE = 0o644;
 
-export async function createOverlay(exec: Exec, backing: string, target: string): Promise<void> {
-  await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, target]);
+/** A qcow2 overlay on `backing`; `sizeBytes` makes it larger than the backing image (never smaller). */
+export async function createOverlay(exec: Exec, backing: string, target: string, sizeBytes?: number): Promise<void> {
+  const size = sizeBytes === undefined ? [] : [String(sizeBytes)];
+  await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, target, ...size]);
   await chmod(target, IMAGE_MODE);
+}
+
+/** The virtual size of an image in bytes, as qemu-img reports it. */
+export async function virtualSize(exec: Exec, image: string): Promise<number> {
+  const { stdout } = await exec('qemu-img', ['info', '--output=json', '-U', image]);
+  return (JSON.parse(stdout) as { 'virtual-size': number })['virtual-size'];
 }
 
 const QCOW_MAGIC = 0x514649fb; // "QFI\xfb"

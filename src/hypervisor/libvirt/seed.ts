@@ -13,7 +13,7 @@ import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { ProvisionSpec } from '../../sources/view.js';
-import type { Exec } from './exec.js';
+import type { Exec } from '../../exec/exec.js';
 
 export async function buildSeedIso(exec: Exec, provision: ProvisionSpec, target: string): Promise<void> {
   const extra = await mkdtemp(path.join(os.tmpdir(), 'corral-seed-'));

@@ -1,5 +1,5 @@
 /**
- * virsh invocation. `batch` runs many commands in ONE process fed over stdin (DESIGN.md §5):
+ * virsh invocation. `batch` runs many commands in ONE process fed over stdin (docs/design.md, "Observation"):
  * virsh echoes each command and prints no separators of its own, so we interleave `echo` markers
  * whose printed form (quotes removed) never appears in the echoed command lines.
  */
@@ -7,8 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CommandError, HostError } from '../../errors.js';
-import type { Exec } from './exec.js';
+import { CommandError, GuestExistsError, HostError, NoSuchGuestError, TransientError } from '../../errors.js';
+import type { Exec } from '../../exec/exec.js';
 
 export interface BatchResult {
   out: string[];
@@ -33,15 +33,17 @@ export function virshQuote(arg: string): string {
 /** A wedged libvirtd must surface as an error, not hang a pass forever. */
 const TIMEOUT_MS = 120_000;
 
-export function createVirsh(uri: string, exec: Exec): Virsh {
+export function createVirsh(uri: string, exec: Exec, timeoutMs = TIMEOUT_MS): Virsh {
   const base = ['-q', '-c', uri];
   return {
     async run(args, input) {
       const r = await exec(
         'virsh',
         [...base, ...args],
-        input === undefined ? { timeoutMs: TIMEOUT_MS } : { input, timeoutMs: TIMEOUT_MS },
-      );
+        input === undefined ? { timeoutMs } : { input, timeoutMs },
+      ).catch((err: unknown) => {
+        throw lostConnection(err) ?? err;
+      });
       return r.stdout;
     },
     async batch(commands) {
@@ -50,7 +52,9 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
       const script =
         commands.map((c, i) => `echo @@corral-${nonce}''@@${i}@@\n${c}\n`).join('') +
         `echo @@corral-${nonce}''@@end@@\n`;
-      const r = await exec('virsh', base, { input: script, timeoutMs: TIMEOUT_MS });
+      const r = await exec('virsh', base, { input: script, timeoutMs }).catch((err: unknown) => {
+        throw lostConnection(err) ?? err;
+      });
       return { out: splitBatch(r.stdout, nonce, commands.length), stderr: r.stderr };
     },
     async define(xml) {
@@ -58,7 +62,9 @@ export function createVirsh(uri: string, exec: Exec): Virsh {
       const file = path.join(os.tmpdir(), `corral-define-${randomBytes(6).toString('hex')}.xml`);
       await writeFile(file, xml);
       try {
-        await exec('virsh', [...base, 'define', file], { timeoutMs: TIMEOUT_MS });
+        await exec('virsh', [...base, 'define', file], { timeoutMs }).catch((err: unknown) => {
+          throw lostConnection(err) ?? err;
+        });
       } finally {
         await rm(file, { force: true });
       }
@@ -79,7 +85,7 @@ export function splitBatch(stdout: string, nonce: string, count: number): string
     if (idx < count) out[idx] = stripPrompts(chunk);
   }
   if (!stdout.includes(`@@corral-${nonce}@@end@@`)) {
-    throw new CommandError('virsh batch ended early', 'virsh (batch)', undefined, stdout.slice(-2000));
+    throw new CommandError('virsh batch ended early', { command: 'virsh (batch)', stderr: stdout.slice(-2000) });
   }
   return out;
 }
@@ -94,9 +100,30 @@ function stripPrompts(chunk: string): string {
 }
 
 const NO_DOMAIN = /failed to get domain|Domain not found|no domain with matching/i;
+const EXISTS = /already exists|already defined/i;
+/** What virsh says when libvirtd is not (or no longer) there: restarting, or not started yet. */
+const CONNECTION =
+  /failed to connect|end of file|client socket is closed|cannot recv data|connection reset|disconnected from/i;
 
 export function isNoDomain(err: unknown): boolean {
-  return err instanceof CommandError && NO_DOMAIN.test(err.stderr);
+  return err instanceof NoSuchGuestError || (err instanceof CommandError && NO_DOMAIN.test(err.stderr));
+}
+
+/** libvirtd restarting is transient: the same command works again in a moment. */
+export function lostConnection(err: unknown): TransientError | undefined {
+  if (!(err instanceof CommandError) || !CONNECTION.test(err.stderr)) return undefined;
+  return new TransientError(`libvirtd is not answering: ${err.message}`, { cause: err });
+}
+
+/**
+ * The shared error classes for what a guest-level command's failure means, so the libvirt backend
+ * throws what the memory backend throws for the same condition.
+ */
+export function guestError(guest: string, err: unknown): unknown {
+  if (!(err instanceof CommandError)) return err;
+  if (NO_DOMAIN.test(err.stderr)) return new NoSuchGuestError(guest, { cause: err });
+  if (EXISTS.test(err.stderr)) return new GuestExistsError(guest, { cause: err });
+  return err;
 }
 
 /**

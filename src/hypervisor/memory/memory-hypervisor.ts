@@ -1,14 +1,16 @@
 import type {
   BuildCheck,
   BuildRequest,
+  GuestEventKind,
+  GuestEventSink,
+  GuestEventStream,
   GuestState,
   Hypervisor,
   Observation,
-  ObservedGuest,
   RunnerRequest,
 } from '../hypervisor.js';
-import { hasPrefix, parseName } from '../names.js';
-import { TransientError } from '../../errors.js';
+import { classify, UNRECOGNIZED, type RawGuest } from '../classify.js';
+import { GuestExistsError, NoSuchGuestError, TransientError } from '../../errors.js';
 import {
   finishBuildIfDue,
   type BuildOutcome,
@@ -18,6 +20,12 @@ import {
 } from './memory-guest.js';
 
 export type { BuildOutcome, MemoryGuest, MemoryState, Method } from './memory-guest.js';
+
+const STATE_EVENT: Partial<Record<GuestState, { kind: GuestEventKind; detail: string }>> = {
+  running: { kind: 'started', detail: 'Booted' },
+  shutoff: { kind: 'stopped', detail: 'Shutdown' },
+  crashed: { kind: 'crashed', detail: 'Crashed' },
+};
 
 export interface MemoryOptions {
   prefix: string;
@@ -50,6 +58,7 @@ export class MemoryHypervisor implements Hypervisor {
   private readonly backing = new Map<string, string>();
   private readonly failures: { method: Method; remaining: number; message: string }[] = [];
   private saving: Promise<unknown> = Promise.resolve();
+  private readonly sinks = new Set<GuestEventSink>();
 
   constructor(private readonly opts: MemoryOptions) {
     for (const g of opts.initial?.guests ?? []) this.guests.set(g.name, g);
@@ -64,11 +73,30 @@ export class MemoryHypervisor implements Hypervisor {
   /** Test and demo hook: a guest not owned by corral, or a runner whose job finished. */
   addForeignGuest(name: string, state: GuestState = 'running'): void {
     this.guests.set(name, { name, state, disks: [], console: [] });
+    this.emit(name, 'defined', 'Added');
+    if (state === 'running') this.emit(name, 'started', 'Booted');
   }
 
+  /** Test and demo hook: what a guest does by itself (a runner shuts off after its job, or crashes). */
   setState(name: string, state: GuestState): void {
     const guest = this.mustGet(name);
     guest.state = state;
+    const event = STATE_EVENT[state];
+    if (event) this.emit(name, event.kind, event.detail);
+  }
+
+  /** Events from this backend's own state changes, delivered after the change (never inside a call). */
+  watchEvents(sink: GuestEventSink): GuestEventStream {
+    this.sinks.add(sink);
+    return { close: async () => void this.sinks.delete(sink) };
+  }
+
+  private emit(guest: string, kind: GuestEventKind, detail: string): void {
+    if (this.sinks.size === 0) return;
+    const event = { guest, kind, detail, time: this.opts.clock().toISOString() };
+    queueMicrotask(() => {
+      for (const sink of this.sinks) sink.onEvent(event);
+    });
   }
 
   snapshot(): MemoryState {
@@ -89,39 +117,21 @@ export class MemoryHypervisor implements Hypervisor {
   async observe(): Promise<Observation> {
     this.enter('observe');
     const changed = this.advanceBuilds();
-    const result: Observation = { guests: [], unrecognized: [] };
-    for (const g of this.guests.values()) {
-      if (!hasPrefix(this.opts.prefix, g.name)) continue;
-      const parsed = parseName(this.opts.prefix, g.name);
-      if (!parsed || !g.meta) {
-        result.unrecognized.push({
-          name: g.name,
-          reason: parsed ? 'no corral metadata' : 'name does not follow corral naming',
-        });
-        continue;
-      }
-      const observed: ObservedGuest = {
-        name: g.name,
-        role: parsed.role,
-        profile: parsed.profile,
-        state: g.state,
-        meta: { ...g.meta },
-      };
-      if (parsed.role === 'runner') observed.index = parsed.index;
-      else observed.gen = parsed.gen;
-      if (parsed.role === 'rebuild' && g.state !== 'running')
-        observed.verdict = g.verdict ?? { ok: false, reason: 'no verdict' };
-      result.guests.push(observed);
-    }
+    const raws: RawGuest[] = [...this.guests.values()].map((g) => ({
+      name: g.name,
+      state: g.state,
+      meta: g.meta ? { ok: true, meta: { ...g.meta } } : { ok: false, reason: UNRECOGNIZED.noMeta },
+      ...(g.verdict ? { verdict: g.verdict } : {}),
+    }));
     if (changed) await this.persist();
-    return result;
+    return classify(this.opts.prefix, raws);
   }
 
   async startBuild(req: BuildRequest): Promise<void> {
     this.enter('startBuild');
-    if (this.guests.has(req.name)) throw new TransientError(`guest ${req.name} already exists`);
+    if (this.guests.has(req.name)) throw new GuestExistsError(req.name);
     const disk = `templates/${req.profile.name}@${req.meta.gen}.qcow2`;
-    this.backing.set(disk, `base/${req.profile.baseVersion}`);
+    this.backing.set(disk, req.baseImage);
     const finishAt = new Date(this.opts.clock().getTime() + (this.opts.buildMs ?? 0)).toISOString();
     const outcome = this.opts.outcome?.(req.profile.name) ?? 'succeed';
     this.guests.set(req.name, {
@@ -133,6 +143,8 @@ export class MemoryHypervisor implements Hypervisor {
       disks: [disk, `seeds/${req.name}.iso`],
       console: ['booting'],
     });
+    this.emit(req.name, 'defined', 'Added');
+    this.emit(req.name, 'started', 'Booted');
     await this.persist();
   }
 
@@ -149,10 +161,12 @@ export class MemoryHypervisor implements Hypervisor {
     this.enter('promote');
     const guest = this.mustGet(rebuild);
     if (guest.state !== 'shutoff') throw new Error(`cannot rename ${rebuild}: it is ${guest.state}, not shut off`);
-    if (this.guests.has(template)) throw new Error(`cannot rename ${rebuild}: ${template} exists`);
+    if (this.guests.has(template)) throw new GuestExistsError(template);
     this.guests.delete(rebuild);
     // Only the guest is renamed; disks are named by generation and stay where they are.
     this.guests.set(template, { ...guest, name: template, disks: guest.disks.filter((d) => !d.startsWith('seeds/')) });
+    this.emit(rebuild, 'renamed', 'Renamed');
+    this.emit(template, 'renamed', 'Renamed');
     await this.persist();
   }
 
@@ -161,7 +175,7 @@ export class MemoryHypervisor implements Hypervisor {
     const template = this.mustGet(req.template);
     if (template.state !== 'shutoff')
       throw new Error(`template ${req.template} is ${template.state}; templates stay shut off`);
-    if (this.guests.has(req.name)) throw new TransientError(`guest ${req.name} already exists`);
+    if (this.guests.has(req.name)) throw new GuestExistsError(req.name);
     const disk = `runners/${req.name}.qcow2`;
     const templateDisk = template.disks.find((d) => d.startsWith('templates/'));
     if (templateDisk) this.backing.set(disk, templateDisk);
@@ -172,6 +186,8 @@ export class MemoryHypervisor implements Hypervisor {
       disks: [disk],
       console: [`corral-runner: ${req.template}`],
     });
+    this.emit(req.name, 'defined', 'Added');
+    this.emit(req.name, 'started', 'Booted');
     await this.persist();
   }
 
@@ -185,6 +201,8 @@ export class MemoryHypervisor implements Hypervisor {
     }
     for (const disk of guest.disks) this.backing.delete(disk);
     this.guests.delete(name);
+    if (guest.state === 'running') this.emit(name, 'stopped', 'Destroyed');
+    this.emit(name, 'undefined', 'Removed');
     await this.persist();
   }
 
@@ -192,11 +210,45 @@ export class MemoryHypervisor implements Hypervisor {
     return this.guests.get(name)?.console.join('\n');
   }
 
+  async setAside(rebuild: string, failed: string): Promise<void> {
+    const guest = this.mustGet(rebuild);
+    if (this.guests.has(failed)) throw new Error(`cannot set ${rebuild} aside: ${failed} exists`);
+    this.guests.delete(rebuild);
+    this.guests.set(failed, { ...guest, name: failed, state: guest.state === 'running' ? 'shutoff' : guest.state });
+    await this.persist();
+  }
+
+  async diskChain(name: string): Promise<string[]> {
+    const disk = this.guests.get(name)?.disks.find((d) => !d.startsWith('seeds/'));
+    return disk ? this.chainOf(disk) : [];
+  }
+
+  async filesInUse(): Promise<Set<string>> {
+    const used = new Set<string>();
+    for (const g of this.guests.values()) for (const d of g.disks) for (const f of this.chainOf(d)) used.add(f);
+    return used;
+  }
+
+  private chainOf(disk: string): string[] {
+    const chain = [disk];
+    for (let next = this.backing.get(disk); next !== undefined && !chain.includes(next); next = this.backing.get(next))
+      chain.push(next);
+    return chain;
+  }
+
   /** Finishes builds whose time has come; true when anything changed. */
   private advanceBuilds(): boolean {
     const now = this.opts.clock().getTime();
     let changed = false;
-    for (const guest of this.guests.values()) changed = finishBuildIfDue(guest, now) || changed;
+    for (const guest of this.guests.values()) {
+      if (!finishBuildIfDue(guest, now)) continue;
+      changed = true;
+      this.emit(
+        guest.name,
+        guest.state === 'crashed' ? 'crashed' : 'stopped',
+        guest.state === 'crashed' ? 'Crashed' : 'Shutdown',
+      );
+    }
     return changed;
   }
 
@@ -211,7 +263,7 @@ export class MemoryHypervisor implements Hypervisor {
 
   private mustGet(name: string): MemoryGuest {
     const guest = this.guests.get(name);
-    if (!guest) throw new TransientError(`no guest named ${name}`);
+    if (!guest) throw new NoSuchGuestError(name);
     return guest;
   }
 

@@ -8,13 +8,13 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLibvirtd, type Libvirtd } from '../../harness/libvirtd.js';
-import { ensureTinyBuilt, tinyProfile } from '../../harness/tiny-profile.js';
+import { cachedBase, ensureTinyBuilt, tinyProfile } from '../../harness/tiny-profile.js';
 import { filesUnder, metaFor, until } from '../../harness/guests.js';
 import type { Hypervisor, Verdict } from '../../../src/hypervisor/hypervisor.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../../src/sources/view.js';
 import { createLibvirtHypervisor } from '../../../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../../../src/hypervisor/libvirt/exec.js';
+import { execaExec, type Exec } from '../../../src/exec/exec.js';
 
 const PREFIX = 'ci';
 const log = pino({ level: process.env['CORRAL_TEST_LOG'] ?? 'silent' });
@@ -54,7 +54,12 @@ async function buildToVerdict(
 ): Promise<{ name: string; verdict: Verdict; ms: number }> {
   const name = rebuildName(PREFIX, profile.name, gen);
   const t0 = performance.now();
-  await hv.startBuild({ name, profile, meta: metaFor(profile, gen, 'test-lock') });
+  await hv.startBuild({
+    name,
+    profile,
+    meta: metaFor(profile, gen, 'test-lock'),
+    baseImage: await cachedBase(profile, imagesDir),
+  });
   const verdict = await until(`${name} to finish`, 90_000, async () => {
     const c = await hv.checkBuild(name);
     return c.done ? c.verdict : undefined;
@@ -128,7 +133,8 @@ describe('libvirt hypervisor lifecycle', () => {
     for (const name of [...runners, template]) await hv.destroy(name);
     await hv.destroy(runnerName(PREFIX, 'tiny', 7)); // a missing guest is fine
     expect((await hv.observe()).guests).toEqual([]);
-    expect(await filesUnder(imagesDir)).toEqual([`base/sha256/${tiny.baseVersion.slice('sha256:'.length)}.qcow2`]);
+    const hex = tiny.baseVersion.slice('sha256:'.length);
+    expect(await filesUnder(imagesDir)).toEqual([`base/sha256/${hex}.json`, `base/sha256/${hex}.qcow2`]);
   }, 150_000);
 
   it('reports a failing provision script as a failed verdict and keeps its console output', async () => {

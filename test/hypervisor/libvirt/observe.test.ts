@@ -8,18 +8,17 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLibvirtd, type Libvirtd } from '../../harness/libvirtd.js';
-import { ensureTinyBuilt, tinyProfile } from '../../harness/tiny-profile.js';
+import { cachedBase, ensureTinyBuilt, tinyProfile } from '../../harness/tiny-profile.js';
 import { filesUnder, metaFor } from '../../harness/guests.js';
 import type { Hypervisor } from '../../../src/hypervisor/hypervisor.js';
 import { makeGen, rebuildName, runnerName, templateName } from '../../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../../src/sources/view.js';
 import { createLibvirtHypervisor } from '../../../src/hypervisor/libvirt/libvirt-hypervisor.js';
-import { execaExec, type Exec } from '../../../src/hypervisor/libvirt/exec.js';
+import { execaExec, type Exec } from '../../../src/exec/exec.js';
 import { createVirsh, type Virsh } from '../../../src/hypervisor/libvirt/virsh.js';
 import { parseDomainXml } from '../../../src/hypervisor/libvirt/domain-xml.js';
 import { readMeta } from '../../../src/hypervisor/libvirt/metadata.js';
 import { rebuildDomainXml, type BuildXmlInput } from '../../../src/hypervisor/libvirt/build-xml.js';
-import { ensureBaseImage } from '../../../src/images/base-cache.js';
 import { CommandError } from '../../../src/errors.js';
 
 const PREFIX = 'ci';
@@ -134,7 +133,7 @@ describe('libvirt observation and ownership', () => {
     const gen = makeGen(new Date(), tiny.inputsHash);
     const template = templateName(PREFIX, 'tiny', gen);
     const runner = runnerName(PREFIX, 'tiny', 5);
-    const base = await ensureBaseImage(tiny, { imagesDir, exec: execaExec });
+    const base = await cachedBase(tiny, imagesDir);
     const disk = path.join(imagesDir, 'templates', `tiny@${gen}.qcow2`);
     const runnerDisk = path.join(imagesDir, 'runners', `${runner}.qcow2`);
     for (const f of [disk, runnerDisk]) await mkdir(path.dirname(f), { recursive: true });
@@ -155,7 +154,7 @@ describe('libvirt observation and ownership', () => {
     expect(await filesUnder(path.join(imagesDir, 'templates'))).toEqual([path.basename(disk)]);
     await hv.destroy(runner);
     expect(await filesUnder(path.join(imagesDir, 'runners'))).toEqual([]);
-    expect(await filesUnder(path.join(imagesDir, 'base'))).toHaveLength(1);
+    expect((await filesUnder(path.join(imagesDir, 'base'))).filter((f) => f.endsWith('.qcow2'))).toHaveLength(1);
     await rm(disk); // orphaned by design: gc's job, not destroy's
   });
 
@@ -163,9 +162,9 @@ describe('libvirt observation and ownership', () => {
     const broken = { ...tiny, provision: { ...tiny.provision, dir: path.join(workDir, 'no-such-provision-dir') } };
     const gen = makeGen(new Date(), tiny.inputsHash);
     const name = rebuildName(PREFIX, 'tiny', gen);
-    await expect(hv.startBuild({ name, profile: broken, meta: metaFor(tiny, gen) })).rejects.toBeInstanceOf(
-      CommandError,
-    );
+    await expect(
+      hv.startBuild({ name, profile: broken, meta: metaFor(tiny, gen), baseImage: await cachedBase(tiny, imagesDir) }),
+    ).rejects.toBeInstanceOf(CommandError);
     expect((await filesUnder(imagesDir)).filter((f) => !f.startsWith('base/'))).toEqual([]);
     expect((await hv.observe()).guests.map((g) => g.name)).not.toContain(name);
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execaExec } from '../../../src/hypervisor/libvirt/exec.js';
+import { execaExec } from '../../../src/exec/exec.js';
 import { buildRunnerSeed, runnerSeedFiles } from '../../../src/hypervisor/libvirt/seed.js';
 
 const id = { name: 'ci-runner-web.3', profile: 'web', labels: { os: 'debian', arch: 'x86_64' }, host: 'ci-host-1' };

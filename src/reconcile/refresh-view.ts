@@ -2,7 +2,7 @@ import type { Problem } from '../errors.js';
 import type { HostConfig } from '../config/host-config.js';
 import { compileSources, type CompileDeps } from '../sources/compile.js';
 import type { CompiledView } from '../sources/view.js';
-import { damageProblem, loadCurrentView, storeView } from './compiled-store.js';
+import { damageProblem, loadCurrentView, storeView } from '../state/compiled-store.js';
 import {
   describeExpired,
   describeHeld,
@@ -11,7 +11,7 @@ import {
   readAbsenceRecord,
   writeAbsenceRecord,
   type AbsenceJudgement,
-} from './source-absence.js';
+} from '../state/source-absence.js';
 
 export interface Refreshed {
   /** The view to act on: the new one, or the last good one when compiling failed (undefined if none ever compiled). */

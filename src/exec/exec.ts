@@ -1,9 +1,10 @@
 /**
  * The one way corral runs external commands (virsh, qemu-img, genisoimage). It is passed in as a
- * dependency so tests can count or fake process spawns; every failure becomes a CommandError.
+ * dependency so tests can count or fake process spawns; every failure becomes a CommandError built
+ * from execa's own fields.
  */
 import { execa, ExecaError } from 'execa';
-import { CommandError } from '../../errors.js';
+import { CommandError } from '../errors.js';
 
 export interface ExecResult {
   stdout: string;
@@ -33,8 +34,19 @@ function subcommand(args: readonly string[]): string {
   return '(commands on stdin)';
 }
 
-export function commandLine(file: string, args: readonly string[]): string {
-  return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+/** A CommandError from what execa says about the failure. */
+export function commandErrorFrom(err: ExecaError, file: string, args: readonly string[]): CommandError {
+  const stderr = typeof err.stderr === 'string' ? err.stderr : '';
+  const why = err.timedOut
+    ? `timed out after ${err.durationMs !== undefined ? Math.round(err.durationMs) : '?'} ms`
+    : err.signal
+      ? `killed by ${err.signal}`
+      : lastLine(stderr) || err.shortMessage;
+  return new CommandError(
+    `${file} ${subcommand(args)} failed: ${why}`,
+    { command: err.escapedCommand, exitCode: err.exitCode, signal: err.signal, timedOut: err.timedOut, stderr },
+    { cause: err },
+  );
 }
 
 export const execaExec: Exec = async (file, args, opts = {}) => {
@@ -47,12 +59,7 @@ export const execaExec: Exec = async (file, args, opts = {}) => {
     });
     return { stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
-    const cmd = commandLine(file, args);
-    if (err instanceof ExecaError) {
-      const stderr = typeof err.stderr === 'string' ? err.stderr : '';
-      const why = err.timedOut ? 'timed out' : lastLine(stderr) || err.shortMessage;
-      throw new CommandError(`${file} ${subcommand(args)} failed: ${why}`, cmd, err.exitCode, stderr, { cause: err });
-    }
-    throw new CommandError(`${file} failed: ${String(err)}`, cmd, undefined, '', { cause: err });
+    if (err instanceof ExecaError) throw commandErrorFrom(err, file, args);
+    throw err;
   }
 };

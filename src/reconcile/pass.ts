@@ -1,0 +1,184 @@
+/**
+ * The composition root of a pass (docs/design.md, "A pass"): observe the guests and read the
+ * facts, plan, apply. Every caller — `reconcile --once`, `watch`, `plan`, `status`, the property
+ * test — goes through here, so the wiring that runs in production is the wiring under test.
+ */
+import type { HostConfig } from '../config/host-config.js';
+import type { Observation } from '../hypervisor/hypervisor.js';
+import { plan } from '../plan/plan.js';
+import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
+import type { BaseResolver, Resolution } from '../images/resolve.js';
+import type { CompiledProfile, CompiledView } from '../sources/view.js';
+import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
+
+export const SURGE_FRACTION = 0.25;
+
+/** What a pass needs: everything apply() does, less what the pass derives from the view and the config. */
+export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
+  config: HostConfig;
+  /** Resolves base versions before planning (absent: the compiled versions are used as they are). */
+  resolver?: BaseResolver;
+  /**
+   * Garbage collection at the end of the pass, given the profiles as resolved, the builds in
+   * flight, and whether the pass changed anything (a no-op pass need not collect every time).
+   */
+  collect?: (
+    profiles: CompiledProfile[],
+    inFlight: ReadonlySet<string> | undefined,
+    changed: boolean,
+  ) => Promise<unknown>;
+}
+
+/** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
+export interface PassContext {
+  /** Builds this process has queued or is waiting on (undefined: the planner does not run inside the owner). */
+  inFlight?: readonly string[];
+  /** Source dirs held within their grace period. */
+  absentSources?: readonly AbsentSource[];
+  /** Builds that failed on a configuration error (see Facts.configErrors). */
+  configErrors?: Facts['configErrors'];
+}
+
+export interface PassResult {
+  plan: Plan;
+  observed: Observation;
+  /** The profiles with their base versions resolved, as planned. */
+  profiles: CompiledProfile[];
+  results: ActionResult[];
+  /** The builds this pass started; they finish in the background. */
+  builds: StartedBuild[];
+}
+
+export function policyOf(config: HostConfig): Policy {
+  return {
+    prefix: config.prefix,
+    keepTemplates: config.keepTemplates,
+    surgeFraction: SURGE_FRACTION,
+    concurrency: { ...config.concurrency },
+  };
+}
+
+/** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
+export async function observeAndPlan(
+  view: CompiledView,
+  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver'>,
+  context: PassContext = {},
+): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
+  // Before planning, never downloading: a checksum list's new line is a new base version.
+  const resolution: Resolution = deps.resolver
+    ? await deps.resolver.resolve(view.profiles)
+    : { profiles: view.profiles, unresolved: {} };
+  const [observed, backoff, runnerBackoff] = await Promise.all([
+    deps.hypervisor.observe(),
+    deps.backoff.read(),
+    deps.runnerBackoff.read(),
+  ]);
+  const facts: Facts = {
+    ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
+    ...(context.inFlight ? { inFlight: [...context.inFlight] } : {}),
+    backoff,
+    runnerBackoff,
+    absentSources: [...(context.absentSources ?? [])],
+    ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
+    ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
+  };
+  const profiles = resolution.profiles;
+  const input = { profiles, observed, now: deps.clock(), policy: policyOf(deps.config), facts };
+  return { plan: plan(input), observed, facts, profiles };
+}
+
+/** One level-triggered pass: recompute everything from what is observed now, then act. */
+export async function runPass(view: CompiledView, deps: PassDeps, context: PassContext = {}): Promise<PassResult> {
+  const started = deps.clock().getTime();
+  const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
+  const applied = await apply(thePlan.actions, {
+    ...deps,
+    profiles: new Map(profiles.map((p) => [p.name, p])),
+    concurrency: deps.config.concurrency,
+    generation: view.generation,
+  });
+  if (deps.collect) {
+    // Builds queued now or earlier keep their files: they may be between making them and defining the guest.
+    const inFlight = new Set([...(context.inFlight ?? []), ...applied.builds.map((b) => b.name)]);
+    await deps
+      .collect(profiles, inFlight, thePlan.actions.length > 0)
+      .catch((error: unknown) =>
+        deps.log.warn({ error: (error as Error).message }, 'garbage collection failed; the next pass tries again'),
+      );
+  }
+  const counts: Record<string, number> = {};
+  for (const a of thePlan.actions) counts[a.action] = (counts[a.action] ?? 0) + 1;
+  deps.log.info(
+    {
+      generation: view.generation,
+      durationMs: deps.clock().getTime() - started,
+      guests: observed.guests.length,
+      actions: counts,
+      failed: applied.results.filter((r) => !r.ok).length,
+      waits: thePlan.waits.length,
+      ...(thePlan.requeue ? { requeueAt: thePlan.requeue.at } : {}),
+    },
+    'pass done',
+  );
+  return { plan: thePlan, observed, profiles, ...applied };
+}
+
+/** Back-off between passes retried after transient failures (libvirtd restarting, a lock race). */
+export const TRANSIENT_RETRY = { firstMs: 1000, maxMs: 30_000 } as const;
+
+/**
+ * How long `reconcile --once` waits for runners to say ready when nothing else moves: a
+ * distribution image with cloud-init takes minutes to boot under TCG on a busy host.
+ */
+export const READY_WAIT_MS = 10 * 60_000;
+
+/**
+ * `reconcile --once`: passes until nothing is left to do (a pass may make room for the next one:
+ * a promoted template lets runners roll), waiting for the builds each pass starts, and for the
+ * runners it started to say ready (a rollover destroys an old runner only once its replacement is
+ * ready), up to READY_WAIT_MS without progress; between such passes it sleeps until the plan's
+ * requeue time. Busy runners are not waited for: a later run replaces them once they are idle.
+ * A pass whose failures were all transient is retried after a back-off; config and command
+ * failures end the run.
+ */
+export async function converge(
+  view: CompiledView,
+  deps: PassDeps,
+  context: Omit<PassContext, 'inFlight'> = {},
+  maxPasses = 20,
+): Promise<{ passes: number; results: ActionResult[]; last: Plan }> {
+  const results: ActionResult[] = [];
+  let retryMs: number = TRANSIENT_RETRY.firstMs;
+  let productive = 0;
+  let lastProgress = deps.clock().getTime();
+  let stopped = false;
+  void deps.stopping?.then(() => (stopped = true));
+  for (let passes = 1; ; passes++) {
+    const pass = await runPass(view, deps, context);
+    const all = [...pass.results, ...(await buildsDone(pass.builds))];
+    results.push(...all);
+    if (pass.plan.actions.length === 0) {
+      const now = deps.clock().getTime();
+      const waitMore = pass.plan.booting.length > 0 && now - lastProgress < READY_WAIT_MS;
+      if (!waitMore || stopped) return { passes, results, last: pass.plan };
+      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : deps.pollMs;
+      await Promise.race([
+        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_WAIT_MS))),
+        deps.stopping ?? new Promise(() => undefined),
+      ]);
+      continue;
+    }
+    const progressed = all.some((r) => r.ok);
+    const transient = all.some((r) => r.errorKind === 'transient');
+    if (progressed) lastProgress = deps.clock().getTime();
+    if ((!progressed && !transient) || ++productive >= maxPasses || stopped) {
+      // Nothing more will move this run: report what the next pass would wait for, and why.
+      return { passes, results, last: (await observeAndPlan(view, deps, context)).plan };
+    }
+    if (!progressed) {
+      deps.log.warn({ retryInMs: retryMs }, 'transient failures; retrying the pass');
+      await deps.sleep(retryMs);
+      retryMs = Math.min(retryMs * 2, TRANSIENT_RETRY.maxMs);
+    } else retryMs = TRANSIENT_RETRY.firstMs;
+  }
+}
