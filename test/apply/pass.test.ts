@@ -18,10 +18,10 @@ afterAll(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function world() {
+function world(dir = stateDir) {
   const profile = aProfile().runners(0).build();
   const w = memoryWorld({
-    stateDir,
+    stateDir: dir,
     clock: () => NOW,
     // A real timer: a hanging build must not starve the event loop with a microtask-only poll.
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
@@ -64,7 +64,8 @@ describe('runPass', () => {
   });
 
   it('a host problem while building is reported as one and backed off, never judged a failed build', async () => {
-    const { view, hypervisor, deps } = world();
+    // Its own state dir: the back-off it records must not hold up the other tests' builds.
+    const { view, hypervisor, deps } = world(await mkdtemp(join(tmpdir(), 'corral-host-')));
     hypervisor.startBuild = () =>
       Promise.reject(
         new HostError(
