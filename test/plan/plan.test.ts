@@ -207,6 +207,8 @@ describe('plan: runners', () => {
     expect(booting.actions).toEqual([]);
     expect(booting.booting).toEqual(['ci-runner-tiny.3']);
     expect(booting.waits.map((w) => w.reason)).toContain('outdated runners wait for ci-runner-tiny.3 to say ready');
+    // Saying ready is no lifecycle event: the plan asks to be looked at again shortly.
+    expect(booting.requeue).toEqual({ at: inSeconds(2), reason: 'tiny: runner-booting' });
     const ready = planFor({ profiles: [aProfile().runners(2).build()], guests: guests('ready') });
     // One old runner goes (the ready replacement stands in for it) and the next replacement starts.
     expect(kinds(ready.actions)).toEqual(['destroy-runner ci-runner-tiny.2', 'create-runner ci-runner-tiny.4']);
@@ -228,6 +230,7 @@ describe('plan: runners', () => {
     expect(recent.waits.map((w) => w.reason)).toContainEqual(
       expect.stringMatching(/ci-runner-tiny.2 is busy on outdated template .*draining/),
     );
+    expect(recent.requeue).toEqual({ at: inSeconds(2), reason: 'tiny: runner-draining' });
     // The old template stays while its busy runner does.
     expect(recent.actions.some((a) => a.action === 'retire-template')).toBe(false);
 
@@ -237,6 +240,14 @@ describe('plan: runners', () => {
     });
     expect(kinds(timedOut.actions)).toEqual(['destroy-runner ci-runner-tiny.2', 'destroy-runner ci-runner-tiny.1']);
     expect(timedOut.actions[0]?.reason).toMatch(/beyond rollout.drainTimeout \(60m\), destroyed mid-job/);
+
+    // Half a second before its drain times out: the plan wakes just after the deadline, not 2 s later.
+    const almost = planFor({
+      profiles: [{ ...profile, rollout: { drainTimeoutSeconds: 3600 } }],
+      guests: guests(new Date(NOW.getTime() - 3599_500).toISOString()),
+    });
+    expect(almost.draining).toEqual(['ci-runner-tiny.2']);
+    expect(almost.requeue).toEqual({ at: inSeconds(1.5), reason: 'tiny: runner-draining' });
   });
 
   it('scales down idle runners first and never a busy one', () => {
