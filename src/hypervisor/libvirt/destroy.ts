@@ -92,11 +92,20 @@ export async function destroyGuest(ctx: DestroyContext, name: string): Promise<v
   }
 }
 
-/** Files that the remaining defined guests (ours or not) use, following disk backing chains. */
-export async function filesInUse(ctx: Pick<DestroyContext, 'virsh' | 'layout' | 'log'>): Promise<Set<string>> {
+/**
+ * Files that the remaining defined guests (ours or not) use, following disk backing chains, and
+ * the files corral keeps by name for each of its guests.
+ */
+export async function filesInUse(ctx: Pick<DestroyContext, 'virsh' | 'layout' | 'log' | 'prefix'>): Promise<Set<string>> {
   const names = (await listNames(ctx.virsh)).filter((n) => !/['\\\n]/.test(n));
   const { out: xmls } = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
   const used = new Set<string>();
+  // What corral keeps for a guest outside its domain XML (the status record and console log it
+  // copies the guest's sockets into, its seed): in use as long as the guest is defined.
+  for (const name of names) {
+    const files = filesForName(ctx.layout, ctx.prefix, name);
+    if (files) for (const f of Object.values(files)) if (f) used.add(path.resolve(f));
+  }
   for (const xml of xmls) {
     if (xml === '') continue;
     let doc: DomainDoc;

@@ -336,7 +336,7 @@ export class LibvirtHypervisor implements Hypervisor {
   }
 
   filesInUse(): Promise<Set<string>> {
-    return filesInUse({ virsh: this.virsh, layout: this.layout, log: this.log });
+    return filesInUse({ virsh: this.virsh, layout: this.layout, log: this.log, prefix: this.prefix });
   }
 
   /** What corral wrote down of the guest's serial console; a record it may not read is a HostError. */
