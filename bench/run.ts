@@ -1,3 +1,4 @@
+import { benchCiGitHub } from './ci-github.js';
 import { benchCompile } from './compile.js';
 import { benchBackoffExpiry, benchShutoffToRunning } from './events.js';
 import { benchLibvirt } from './libvirt.js';
@@ -15,6 +16,7 @@ const benches: [string, () => Promise<BenchResult | BenchResult[]>][] = [
   ['libvirt', benchLibvirt],
   ['requeue', benchBackoffExpiry],
   ['events', benchShutoffToRunning],
+  ['ci-github', benchCiGitHub],
 ];
 
 const only = process.argv.slice(2);

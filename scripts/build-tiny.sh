@@ -24,7 +24,11 @@ moddir="/lib/modules/$kver"
 # pvpanic lets a guest kernel panic reach libvirt as a `crashed` state.
 MODULES=(virtio_pci virtio_console virtio_blk isofs pvpanic-mmio)
 
-inputs=("/boot/vmlinuz-$kver" /bin/busybox "$profile/init/init" "$0")
+# The QEMU guest agent, with the shared libraries it needs (corral gitlab runs job scripts through it).
+QGA=/usr/sbin/qemu-ga
+[[ -x "$QGA" ]] || { echo "build-tiny: no $QGA; run scripts/install-deps.sh" >&2; exit 1; }
+
+inputs=("/boot/vmlinuz-$kver" /bin/busybox "$QGA" "$profile/init/init" "$0")
 outputs=("$out/vmlinuz" "$out/initrd.img" "$out/base.qcow2")
 
 up_to_date() {
@@ -53,6 +57,12 @@ mkdir -p "$root"/{bin,etc,lib/modules,proc,sys,dev,mnt/root,seed,tmp}
 cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$profile/init/init" "$root/init"
+mkdir -p "$root/usr/sbin"
+cp "$QGA" "$root/usr/sbin/qemu-ga"
+ldd "$QGA" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
 : >"$root/etc/modules.order"
 for m in "${MODULES[@]}"; do
   modprobe --show-depends -S "$kver" "$m" | awk '$1 == "insmod" { print $2 }'

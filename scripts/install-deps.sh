@@ -16,6 +16,7 @@ PACKAGES=(
   e2fsprogs               # mkfs.ext4 -d for the tiny base disk
   kmod                    # modprobe --show-depends for the initramfs module order
   util-linux              # unshare, setsid, setpriv (the stock-mode e2e runs corral as user corral)
+  qemu-guest-agent        # copied into the tiny guest: corral gitlab runs job scripts through it
   mmdebstrap              # examples/debian-12/build-image.sh: a Debian 12 image from Debian packages
   grub-pc-bin             # … its BIOS boot loader, written by hand (no loop devices)
   fdisk                   # … sfdisk for its partition table

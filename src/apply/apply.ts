@@ -12,6 +12,9 @@ import type { BuildRecords } from '../state/build-records.js';
 import { buildTemplate, recordOrphan } from './build-template.js';
 import type { BuildDeps } from './run-build.js';
 import type { RunnerLogs } from '../state/runner-logs.js';
+import { ForgeError } from '../ci/github/forge-error.js';
+import type { RunnerCi } from '../ci/runner-ci.js';
+import type { CiOutageStore } from '../state/ci-outages.js';
 
 export interface ApplyDeps extends BuildDeps {
   hypervisor: Hypervisor;
@@ -36,6 +39,9 @@ export interface ApplyDeps extends BuildDeps {
   concurrency: Readonly<{ builds: number; clones: number }>;
   /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
   queues?: { builds: PQueue; clones: PQueue };
+  /** Registers runners with their profile's CI system (absent: no profile uses one). */
+  ci?: RunnerCi;
+  ciOutages?: CiOutageStore;
 }
 
 export interface ActionResult {
@@ -143,11 +149,12 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
     case 'discard':
       await recordOrphan(action, 'failed', deps);
       return void (await hv.destroy(action.guest));
-    case 'destroy-runner':
-      await keepRunnerLog(action, deps);
-      return void (await hv.destroy(action.guest));
     case 'retire-template':
       return void (await hv.destroy(action.guest));
+    case 'destroy-runner':
+      await keepRunnerLog(action, deps);
+      await hv.destroy(action.guest);
+      return void (await deregister(action.guest, profile, deps));
     case 'create-runner':
       return void (await createRunner(action.guest, action, deps));
     case 'replace-runner':
@@ -155,10 +162,12 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
         await createRunner(action.replacement, action, deps);
         await keepRunnerLog(action, deps);
         await hv.destroy(action.guest);
+        await deregister(action.guest, profile, deps);
         return undefined;
       }
       await keepRunnerLog(action, deps);
       await hv.destroy(action.guest);
+      await deregister(action.guest, profile, deps);
       await createRunner(action.replacement, action, deps);
       // A crash extends the profile's runner back-off; a runner that finished its job ends it.
       if (action.crashed) {
@@ -177,18 +186,53 @@ async function createRunner(
   const profile = deps.profiles.get(action.profile);
   if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
   const gen = action.template.slice(action.template.lastIndexOf('@') + 1);
-  await deps.hypervisor.createRunner({
-    template: action.template,
-    name,
-    profile,
-    meta: {
-      profile: action.profile,
-      gen,
-      inputsHash: action.templateHash,
-      baseVersion: profile.baseVersion,
-      createdAt: deps.clock().toISOString(),
-    },
-  });
+  // Registration first: its material goes onto the runner's seed, which exists only at creation.
+  let seedFiles: Record<string, string> = {};
+  if (deps.ci && profile.ci) {
+    try {
+      seedFiles = await deps.ci.register(name, profile);
+    } catch (error) {
+      if (error instanceof ForgeError && deps.ciOutages) {
+        const outage = await deps.ciOutages.recordFailure(profile.name, error, deps.clock());
+        deps.log.warn(
+          { ci: error.system, retryAt: outage.retryAt },
+          'CI registration failed; runner creation backs off',
+        );
+      }
+      throw error;
+    }
+  }
+  try {
+    await deps.hypervisor.createRunner({
+      template: action.template,
+      name,
+      profile,
+      meta: {
+        profile: action.profile,
+        gen,
+        inputsHash: action.templateHash,
+        baseVersion: profile.baseVersion,
+        createdAt: deps.clock().toISOString(),
+      },
+      // Every runner of a CI profile gets its own seed (its name, its registration material, if any).
+      ...(profile.ci ? { seedFiles } : {}),
+    });
+  } catch (error) {
+    // A registration without a guest would wait for a job forever; the sweep would catch it, but later.
+    await deregister(name, profile, deps);
+    throw error;
+  }
+  if (deps.ci && profile.ci) await deps.ciOutages?.recordSuccess(profile.name);
+}
+
+/** Best effort: a registration left behind is deleted by the next sweep (or, for hooks, reported). */
+async function deregister(runner: string, profile: CompiledProfile | undefined, deps: ApplyDeps): Promise<void> {
+  if (!deps.ci || !profile?.ci) return;
+  try {
+    await deps.ci.deregister(runner, profile);
+  } catch (error) {
+    deps.log.warn({ runner, error: (error as Error).message }, 'could not deregister the runner');
+  }
 }
 
 async function keepRunnerLog(action: Action, deps: ApplyDeps): Promise<void> {

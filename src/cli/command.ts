@@ -6,6 +6,8 @@ import type { Validators } from '../config/schema.js';
 export interface Output {
   out(text: string): void;
   err(text: string): void;
+  /** Raw bytes to stdout (a job's output streamed as it comes); falls back to out(). */
+  write?(chunk: Buffer): void;
 }
 
 /** What every command gets: parsed options, the loaded host config, and the outside world. */

@@ -36,7 +36,11 @@ export interface MainOptions {
 }
 
 export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
-  const io = opts.io ?? { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
+  const io = opts.io ?? {
+    out: (t) => process.stdout.write(t),
+    err: (t) => process.stderr.write(t),
+    write: (chunk) => process.stdout.write(chunk),
+  };
   const env = opts.env ?? process.env;
   const at = commandIndex(argv);
   const name = at === -1 ? undefined : argv[at];

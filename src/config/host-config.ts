@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { packageRoot } from '../util/package-root.js';
 import { ConfigError, type Problem } from '../errors.js';
@@ -39,6 +40,8 @@ export interface HostConfig {
   /** Free space imagesDir must keep; below it: collect, then refuse downloads and builds. */
   minFreeBytes: number;
   gc: GcSettings;
+  /** `host`: this machine's name in CI registrations; back-off after a CI system failed. */
+  ci: { host: string; backoff: { initialSeconds: number; maxSeconds: number } };
 }
 
 const DAY = 86400;
@@ -106,6 +109,7 @@ function normalize(
       keepBuildRecords?: number;
       keepFailedGuests?: unknown;
     };
+    ci?: { host?: string; backoffInitial?: unknown; backoffMax?: unknown };
   };
   // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
   const base = file && !/^\/(dev|proc)\//.test(file) ? dirname(file) : opts.cwd;
@@ -161,6 +165,13 @@ function normalize(
       resyncSeconds: duration(c.watch?.resync, '/watch/resync', 60, RANGES.resync),
       absentGraceSeconds: duration(c.watch?.absentGrace, '/watch/absentGrace', 120, RANGES.absentGrace),
       events: c.watch?.events ?? true,
+    },
+    ci: {
+      host: c.ci?.host ?? hostname().split('.')[0] ?? 'localhost',
+      backoff: {
+        initialSeconds: duration(c.ci?.backoffInitial, '/ci/backoffInitial', 15, RANGES.backoffInitial),
+        maxSeconds: duration(c.ci?.backoffMax, '/ci/backoffMax', 600, RANGES.backoffMax),
+      },
     },
     minFreeBytes: 0,
     gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },

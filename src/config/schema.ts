@@ -47,6 +47,10 @@ function describe(e: ErrorObject): { where: string; message: string } {
         where,
         message: `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`,
       };
+    case 'minProperties':
+    case 'maxProperties':
+      if (e.instancePath === '/ci') return { where, message: 'needs exactly one of "github", "gitlab" or "hook"' };
+      return { where, message: e.message ?? e.keyword };
     default:
       return { where, message: e.message ?? e.keyword };
   }

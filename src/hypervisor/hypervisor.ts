@@ -73,6 +73,11 @@ export interface RunnerRequest {
   name: string;
   profile: CompiledProfile;
   meta: GuestMeta;
+  /**
+   * Files for the runner's own seed, under `corral/` (name → content): CI registration material
+   * such as `github-jitconfig`. Secrets: the backend keeps them readable by the guest only.
+   */
+  seedFiles?: Record<string, string>;
 }
 
 /** Guest lifecycle changes, as every backend reports them. */
@@ -131,4 +136,8 @@ export interface Hypervisor {
    * garbage collection must never remove.
    */
   filesInUse(): Promise<Set<string>>;
+  /** Whether a script can run in the running guest now (libvirt: its QEMU guest agent answers). */
+  canRunScripts?(name: string): Promise<boolean>;
+  /** Runs a script inside the guest, streaming its output; resolves with its exit status. */
+  runScript?(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number>;
 }

@@ -4,7 +4,7 @@ import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
 import { createdAt, newestFirst } from './gen-time.js';
 import { planRunners } from './runners.js';
-import type { Action, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
+import type { Action, CiOutage, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
 
 /**
  * The pure heart of corral: from the desired profiles and the observed guests, the actions that
@@ -189,7 +189,11 @@ function planProfile(
   // Runners follow the newest current template, or the newest template at all while a rebuild is pending.
   const serving = newest ?? templates[0];
   const runners = guests.filter((g) => g.role === 'runner');
-  const runnerPlan = planRunners(profile, runners, serving, ctx, taken);
+  const outage = ctx.facts.ciOutages?.[profile.name];
+  const creationBlocked = outage && Date.parse(outage.retryAt) > ctx.now.getTime() ? formatOutage(outage) : undefined;
+  if (outage && creationBlocked)
+    waits.push({ ...base, kind: 'ci-outage', until: outage.retryAt, reason: creationBlocked });
+  const runnerPlan = planRunners(profile, runners, serving, ctx, taken, creationBlocked);
   actions.push(...runnerPlan.actions);
   waits.push(...runnerPlan.waits);
   if (!serving && profile.runners > 0)
@@ -228,4 +232,10 @@ function planRemoved(name: string, guests: ObservedGuest[], facts: Facts): Actio
 function isInFlight(rebuild: ObservedGuest, facts: Facts): boolean {
   if (facts.ownerToken === undefined || rebuild.meta.owner !== facts.ownerToken) return false;
   return facts.inFlight ? facts.inFlight.includes(rebuild.name) : true;
+}
+
+/** "GitHub: 503 since 14:02, retry at 14:04" (UTC, like every time corral prints). */
+export function formatOutage(o: CiOutage): string {
+  const hhmm = (iso: string) => iso.slice(11, 16);
+  return `${o.system}: ${o.summary} since ${hhmm(o.since)}, retry at ${hhmm(o.retryAt)}`;
 }

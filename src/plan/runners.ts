@@ -45,11 +45,13 @@ export function conditionOf(r: ObservedGuest): RunnerCondition {
  */
 export function planRunners(
   profile: CompiledProfile,
-  runners: ObservedGuest[],
+  all: ObservedGuest[],
   serving: ObservedGuest | undefined,
   ctx: { now: Date; policy: Policy; facts: Facts },
   /** Names held by guests corral does not recognise: skipped, never created over. */
   taken: ReadonlySet<string> = new Set(),
+  /** Why no runner may be created now (a CI system is failing), if so. */
+  creationBlocked?: string,
 ): RunnerPlan {
   const { policy, now } = ctx;
   const actions: Action[] = [];
@@ -58,9 +60,13 @@ export function planRunners(
   const holdCrashed = crashBackoff !== undefined && Date.parse(crashBackoff.until) > ctx.now.getTime();
   const remainingGens = new Set<string>();
   const base = { profile: profile.name };
-  const desired = profile.runners;
+  const used = new Set(all.map((r) => r.index ?? 0));
+  // A runner a job holds is left exactly as it is; it still counts towards the profile's runners.
+  const claimed = all.filter((r) => ctx.facts.claimed?.includes(r.name));
+  const runners = all.filter((r) => !ctx.facts.claimed?.includes(r.name));
+  for (const r of claimed) remainingGens.add(r.meta.gen);
+  const desired = Math.max(0, profile.runners - claimed.length);
   const drainTimeout = profile.rollout?.drainTimeoutSeconds ?? DEFAULT_DRAIN_TIMEOUT_SECONDS;
-  const used = new Set(runners.map((r) => r.index ?? 0));
   const nextName = () => {
     let i = 1;
     while (used.has(i) || taken.has(runnerName(policy.prefix, profile.name, i))) i++;
@@ -91,10 +97,14 @@ export function planRunners(
   // Counted as current (booting) from here on: they are being recreated on the serving template.
   let recreated = 0;
   // Crashed runners left in place during the runner back-off: they keep their slot.
-  let held = 0;
+  let heldCrashed = 0;
   for (const r of dead) {
-    if (!serving || slots === 0) {
-      const why = !serving ? 'no template to replace it from' : `${runners.length} runners, want ${desired}`;
+    if (!serving || slots === 0 || creationBlocked) {
+      const why = !serving
+        ? 'no template to replace it from'
+        : slots === 0
+          ? `${all.length} runners, want ${profile.runners}`
+          : `its replacement waits (${creationBlocked})`;
       destroy(r, `${r.state}; ${why}`);
       continue;
     }
@@ -110,7 +120,7 @@ export function planRunners(
         reason: `${r.name} crashed; runners of this profile crashed ${crashBackoff.failures} time(s) in a row, so it is replaced at ${crashBackoff.until} (last: ${crashBackoff.lastError})`,
       });
       remainingGens.add(r.meta.gen);
-      held++;
+      heldCrashed++;
       continue;
     }
     recreated++;
@@ -175,11 +185,11 @@ export function planRunners(
 
   // Create: fill up to the runner count; while outdated runners remain, up to a surge beyond it.
   const surge = Math.max(1, Math.ceil(desired * policy.surgeFraction));
-  const currentAfter = current.filter((r) => !removed.has(r.name)).length + recreated + held;
-  const aliveCount = aliveAfter.filter((r) => !removed.has(r.name)).length + recreated + held;
+  const currentAfter = current.filter((r) => !removed.has(r.name)).length + recreated + heldCrashed;
+  const aliveCount = aliveAfter.filter((r) => !removed.has(r.name)).length + recreated + heldCrashed;
   const outdatedLeft = outdated.filter((r) => !removed.has(r.name)).length;
   const room = outdatedLeft > 0 ? desired + surge - aliveCount : desired - aliveCount;
-  const creates = serving ? Math.max(0, Math.min(desired - currentAfter, room)) : 0;
+  const creates = serving && !creationBlocked ? Math.max(0, Math.min(desired - currentAfter, room)) : 0;
   for (let i = 0; i < creates && serving; i++) {
     actions.push({
       ...base,

@@ -10,6 +10,16 @@ export interface BackoffEntry {
   host?: true;
 }
 
+/** A CI system failing for a profile: its runner creation waits until retryAt (existing runners stay). */
+export interface CiOutage {
+  system: string;
+  summary: string;
+  /** ISO time of the first failure in this run of failures. */
+  since: string;
+  retryAt: string;
+  failures: number;
+}
+
 /** What the operator configured: the same for every pass until the host config changes. */
 export interface Policy {
   readonly prefix: string;
@@ -52,6 +62,10 @@ export interface Facts {
    * build starts for them, their live template and runners stay; `retryAt` is when to look again.
    */
   readonly unresolvedBases?: Readonly<Record<string, Readonly<{ reason: string; retryAt: string }>>>;
+  /** CI systems failing per profile: no runner of that profile is created before retryAt. */
+  readonly ciOutages?: Readonly<Record<string, Readonly<CiOutage>>>;
+  /** Runners a CI job holds (GitLab claims): never destroyed, replaced or rolled over by the planner. */
+  readonly claimed?: readonly string[];
 }
 
 export interface PlanInput {
@@ -99,7 +113,8 @@ export type Wait = { profile: string; reason: string; until?: string } & (
         | 'build-in-flight'
         | 'base-unresolved'
         | 'runner-booting'
-        | 'runner-draining';
+        | 'runner-draining'
+        | 'ci-outage';
       until: string;
     }
   | { kind: 'build-queued' | 'no-template' | 'config-error' | 'runners-busy' }

@@ -10,6 +10,9 @@ import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
+import type { ClaimStore } from '../state/claims.js';
+import type { CiOutageStore } from '../state/ci-outages.js';
+import { readCiState, writeCiState } from '../state/ci-state.js';
 
 export const SURGE_FRACTION = 0.25;
 
@@ -27,6 +30,8 @@ export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
     inFlight: ReadonlySet<string> | undefined,
     changed: boolean,
   ) => Promise<unknown>;
+  /** Runners held by CI jobs (GitLab): the planner leaves them alone. */
+  claims?: ClaimStore;
 }
 
 /** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
@@ -61,19 +66,31 @@ export function policyOf(config: HostConfig): Policy {
 /** Observe, then plan: the read-only half of a pass (what `corral plan` prints). */
 export async function observeAndPlan(
   view: CompiledView,
-  deps: Pick<PassDeps, 'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver'>,
+  deps: Pick<
+    PassDeps,
+    'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver' | 'claims'
+  > & {
+    ciOutages?: Pick<CiOutageStore, 'read'>;
+  },
   context: PassContext = {},
 ): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
   // Before planning, never downloading: a checksum list's new line is a new base version.
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff] = await Promise.all([
+  const [observed, backoff, runnerBackoff, ciOutages, claims] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
+    deps.ciOutages?.read(),
+    deps.claims?.list(),
   ]);
+  // A claim holds the guest it was made on, not a later one that reuses its name.
+  const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
+  const claimed = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt).map((c) => c.runner);
   const facts: Facts = {
+    ...(ciOutages ? { ciOutages } : {}),
+    ...(claimed ? { claimed } : {}),
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
     ...(context.inFlight ? { inFlight: [...context.inFlight] } : {}),
     backoff,
@@ -97,6 +114,8 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
     concurrency: deps.config.concurrency,
     generation: view.generation,
   });
+  if (deps.ci && view.profiles.some((p) => p.ci?.kind === 'github'))
+    await sweepRegistrations(view, deps, thePlan, observed);
   if (deps.collect) {
     // Builds queued now or earlier keep their files: they may be between making them and defining the guest.
     const inFlight = new Set([...(context.inFlight ?? []), ...applied.builds.map((b) => b.name)]);
@@ -181,4 +200,39 @@ export async function converge(
       retryMs = Math.min(retryMs * 2, TRANSIENT_RETRY.maxMs);
     } else retryMs = TRANSIENT_RETRY.firstMs;
   }
+}
+
+/**
+ * Deletes this host's GitHub registrations whose guest is gone (destroyed by hand, crashed and
+ * removed, lost in a crash of corral itself). Guests created by this very pass are not observed
+ * yet, so the plan's new runner names count as alive too.
+ */
+async function sweepRegistrations(view: CompiledView, deps: PassDeps, thePlan: Plan, observed: Observation) {
+  if (!deps.ci) return;
+  const alive = new Set(observed.guests.filter((g) => g.role === 'runner').map((g) => g.name));
+  for (const a of thePlan.actions) {
+    if (a.action === 'create-runner') alive.add(a.guest);
+    if (a.action === 'replace-runner') alive.add(a.replacement);
+  }
+  // A profile backing off does not hammer a failing API: its scope is swept once the wait is over.
+  const active = (await deps.ciOutages?.read()) ?? {};
+  const now = deps.clock();
+  const waiting = (name: string) => Date.parse(active[name]?.retryAt ?? '') > now.getTime();
+  const swept = await deps.ci.sweep(
+    view.profiles.filter((p) => !waiting(p.name)),
+    alive,
+  );
+  // A registration that failed in this pass already started (or extended) the profile's back-off.
+  const current = (await deps.ciOutages?.read()) ?? {};
+  for (const f of swept.failures) {
+    if (Date.parse(current[f.profile]?.retryAt ?? '') > now.getTime()) continue;
+    await deps.ciOutages?.recordFailure(f.profile, f.error, now);
+  }
+  // Scopes not swept this time (backing off) keep what the last look saw.
+  const previous = (await readCiState(deps.config.stateDir))?.scopes ?? [];
+  const fresh = new Set(swept.scopes.map((sc) => sc.scope));
+  const scopes = [...previous.filter((sc) => !fresh.has(sc.scope)), ...swept.scopes];
+  await writeCiState(deps.config.stateDir, { updatedAt: deps.clock().toISOString(), scopes }).catch((error: unknown) =>
+    deps.log.warn({ error: (error as Error).message }, 'could not write ci-state.json'),
+  );
 }

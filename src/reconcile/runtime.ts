@@ -20,6 +20,9 @@ import { refreshView } from './refresh-view.js';
 import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
 import { isAlive, readLockHolder } from '../state/lock.js';
+import { createRunnerCi, type RunnerCi } from '../ci/runner-ci.js';
+import { CiOutageStore } from '../state/ci-outages.js';
+import { ClaimStore } from '../state/claims.js';
 
 /** The long-lived things a pass works with, made once per process. */
 export interface Runtime {
@@ -51,6 +54,9 @@ export interface Runtime {
   sleep: (ms: number) => Promise<void>;
   /** How often running builds are looked at. */
   pollMs: number;
+  ci: RunnerCi;
+  ciOutages: CiOutageStore;
+  claims: ClaimStore;
 }
 
 /** What openRuntime makes: every part of a Runtime, and on-demand garbage collection. */
@@ -161,6 +167,9 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     clock: ctx.now,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,
+    ci: createRunnerCi({ host: config.ci.host, log: ctx.log, clock: ctx.now, env: ctx.env }),
+    ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
+    claims: new ClaimStore(config.stateDir),
   };
 }
 

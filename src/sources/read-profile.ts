@@ -1,12 +1,13 @@
 import { readdir } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { Problem } from '../errors.js';
 import { readYamlMapping } from '../config/read-yaml.js';
 import { schemaProblems, type Validators } from '../config/schema.js';
 import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
-import type { BaseSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
+import type { BaseSpec, CiSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
+import { DEFAULT_GITHUB_API } from '../ci/github/defaults.js';
 import { confine } from './confine.js';
 import { baseUrlProblem, fileNameOf } from './base-url.js';
 import { parseSize } from '../util/size.js';
@@ -47,8 +48,24 @@ interface RawProfile {
   rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
   rollout?: { drainTimeout?: number | string };
   labels?: Record<string, string>;
+  ci?: RawCi;
   override?: boolean;
   mask?: boolean;
+}
+
+interface RawCi {
+  github?: {
+    api?: string;
+    owner?: string;
+    repo?: string;
+    org?: string;
+    runnerGroupId?: number;
+    labels?: string[];
+    tokenFile?: string;
+    app?: { appId: number; installationId: number; privateKeyFile: string };
+  };
+  gitlab?: { buildsDir?: string; cacheDir?: string };
+  hook?: { register?: string; deregister?: string; timeout?: number | string };
 }
 
 export async function readProfile(
@@ -147,6 +164,8 @@ export async function readProfile(
   if (drain && 'message' in drain) error('/rollout/drainTimeout', drain.message);
   const drainTimeoutSeconds = drain && 'seconds' in drain ? drain.seconds : undefined;
 
+  const ci = raw.ci ? readCi(raw.ci, dir, error) : undefined;
+
   if (problems.length > 0 || !base || !provisionDir) return invalid(problems);
   return {
     kind: 'profile',
@@ -166,6 +185,7 @@ export async function readProfile(
       },
       ...(drainTimeoutSeconds ? { rollout: { drainTimeoutSeconds } } : {}),
       labels: raw.labels ?? {},
+      ...(ci ? { ci } : {}),
       files: [
         ...new Set([
           base.kind === 'file' ? base.file : undefined,
@@ -266,4 +286,46 @@ async function readBase(
   if (urlProblem || listProblem) return undefined;
   if (fileNameOf(url) === '') error('/base/url', `has no file name to look up in the checksum list: ${url}`);
   return fileNameOf(url) === '' ? undefined : { kind: 'checksums', url, checksums };
+}
+
+/** The `ci` section, with the either/or rules the schema cannot state clearly. */
+function readCi(raw: RawCi, dir: string, error: (where: string, message: string) => void): CiSpec | undefined {
+  // Secret files live outside the profile (and out of git): absolute, or relative to the profile dir.
+  const secret = (p: string) => (isAbsolute(p) ? p : resolve(dir, p));
+  if (raw.github) {
+    const g = raw.github;
+    const repoScope = g.owner !== undefined || g.repo !== undefined;
+    if (repoScope === (g.org !== undefined) || (repoScope && (g.owner === undefined || g.repo === undefined))) {
+      error('/ci/github', 'needs "owner" and "repo" (a repository\'s runners) or "org" (an organization\'s), not both');
+      return undefined;
+    }
+    if ((g.tokenFile === undefined) === (g.app === undefined)) {
+      error('/ci/github', 'needs exactly one of "tokenFile" or "app" to authenticate');
+      return undefined;
+    }
+    return {
+      kind: 'github',
+      api: g.api ?? DEFAULT_GITHUB_API,
+      scope: g.org !== undefined ? { kind: 'org', org: g.org } : { kind: 'repo', owner: g.owner!, repo: g.repo! },
+      runnerGroupId: g.runnerGroupId ?? 1,
+      labels: g.labels ?? [],
+      auth: g.app
+        ? { kind: 'app', ...g.app, privateKeyFile: secret(g.app.privateKeyFile) }
+        : { kind: 'token', tokenFile: secret(g.tokenFile!) },
+    };
+  }
+  if (raw.gitlab)
+    return { kind: 'gitlab', buildsDir: raw.gitlab.buildsDir ?? '/builds', cacheDir: raw.gitlab.cacheDir ?? '/cache' };
+  if (raw.hook) {
+    const timeout = checkDuration(raw.hook.timeout ?? 60, { min: 1, max: 3600 });
+    if ('message' in timeout) error('/ci/hook/timeout', timeout.message);
+    const timeoutSeconds = 'seconds' in timeout ? timeout.seconds : undefined;
+    return {
+      kind: 'hook',
+      ...(raw.hook.register ? { register: raw.hook.register } : {}),
+      ...(raw.hook.deregister ? { deregister: raw.hook.deregister } : {}),
+      timeoutSeconds: timeoutSeconds ?? 60,
+    };
+  }
+  return undefined;
 }

@@ -48,6 +48,21 @@ export interface InputFile {
   mode?: string;
 }
 
+/** How CI systems use a profile's runners (`ci:` in profile.yaml). Secret files are named, never read, here. */
+export type CiSpec =
+  | {
+      kind: 'github';
+      api: string;
+      scope: { kind: 'repo'; owner: string; repo: string } | { kind: 'org'; org: string };
+      runnerGroupId: number;
+      labels: string[];
+      auth:
+        | { kind: 'token'; tokenFile: string }
+        | { kind: 'app'; appId: number; installationId: number; privateKeyFile: string };
+    }
+  | { kind: 'gitlab'; buildsDir: string; cacheDir: string }
+  | { kind: 'hook'; register?: string; deregister?: string; timeoutSeconds: number };
+
 export interface CompiledProfile {
   name: string;
   /** Name of the source the profile came from. */
@@ -71,6 +86,8 @@ export interface CompiledProfile {
   labels: Record<string, string>;
   /** How runners are replaced when a new template lands. */
   rollout?: { drainTimeoutSeconds: number };
+  /** Absent: the runners are not registered with any CI system. */
+  ci?: CiSpec;
   inputs: InputFile[];
   /** sha256 over everything that goes into the image (not the runner count). */
   inputsHash: string;

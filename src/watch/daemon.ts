@@ -1,3 +1,4 @@
+import { CiOutageStore } from '../state/ci-outages.js';
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StartedBuild } from '../apply/apply.js';
@@ -296,7 +297,11 @@ export class WatchDaemon {
     this.relevant = relevance(config.sources, config.file);
     this.queues.builds.concurrency = config.concurrency.builds;
     this.queues.clones.concurrency = config.concurrency.clones;
-    this.runtime = { ...this.runtime, ...backoffStores(config) };
+    this.runtime = {
+      ...this.runtime,
+      ...backoffStores(config),
+      ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
+    };
     this.scheduler.setDebounce(config.watch.debounceMs, maxWaitMs(config.watch.debounceMs));
     this.absence.setGrace(config.watch.absentGraceSeconds * 1000);
   }

@@ -6,6 +6,9 @@ import type { PassDeps } from '../../src/reconcile/pass.js';
 import { backoffStores, type Runtime } from '../../src/reconcile/runtime.js';
 import type { CompiledProfile, CompiledView } from '../../src/sources/view.js';
 import { EventLog } from '../../src/state/events.js';
+import { createRunnerCi } from '../../src/ci/runner-ci.js';
+import { CiOutageStore } from '../../src/state/ci-outages.js';
+import { ClaimStore } from '../../src/state/claims.js';
 
 export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {}): HostConfig {
   return {
@@ -22,6 +25,7 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     watch: { debounceMs: 50, resyncSeconds: 600, absentGraceSeconds: 60, events: true },
     minFreeBytes: 0,
     gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
+    ci: { host: 'test-host', backoff: { initialSeconds: 15, maxSeconds: 600 } },
     ...overrides,
   };
 }
@@ -54,6 +58,9 @@ export function memoryWorld(opts: {
     clock: opts.clock,
     sleep: opts.sleep ?? (async () => undefined),
     pollMs: 10,
+    ci: createRunnerCi({ host: config.ci.host, log: pino({ level: 'silent' }), clock: opts.clock, env: {} }),
+    ciOutages: new CiOutageStore(opts.stateDir, config.ci.backoff),
+    claims: new ClaimStore(opts.stateDir),
   };
   const deps: PassDeps = {
     ...runtime,

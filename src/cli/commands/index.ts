@@ -4,6 +4,7 @@ import { gcCommand } from './gc.js';
 import { historyCommand } from './history.js';
 import { inspectCommand } from './inspect.js';
 import { logsCommand } from './logs.js';
+import { gitlabCommand } from './gitlab.js';
 import { planCommand } from './plan.js';
 import { reconcileCommand } from './reconcile.js';
 import { sourcesCommand } from './sources.js';
@@ -24,5 +25,6 @@ export function commands(): Command[] {
     historyCommand,
     logsCommand,
     gcCommand,
+    gitlabCommand,
   ];
 }

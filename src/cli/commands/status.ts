@@ -13,6 +13,9 @@ import { formatBytes } from '../../util/size.js';
 import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
 import { openRuntime, previewView } from '../../reconcile/runtime.js';
+import { formatOutage } from '../../plan/plan.js';
+import { readCiState } from '../../state/ci-state.js';
+import { runnerCiStates } from '../../ci/ci-status.js';
 
 export const statusCommand: Command = {
   name: 'status',
@@ -47,6 +50,11 @@ export const statusCommand: Command = {
       { absentSources: absent.map((a) => ({ dir: a.dir, until: a.graceUntil })) },
     );
     const events = await runtime.events.recent(2000);
+    const [ciState, claims, outages] = await Promise.all([
+      readCiState(ctx.config.stateDir),
+      runtime.claims.list(),
+      runtime.ciOutages.read(),
+    ]);
     const watchFile = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
     // Only the live watch's own report counts: one left by a crashed watch is stale.
     const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
@@ -94,6 +102,20 @@ export const statusCommand: Command = {
             }
           : null,
         lastBuild: last ? { time: last.time, ok: last.ok, ...(last.error ? { error: last.error } : {}) } : null,
+        ci: p.ci
+          ? {
+              system: p.ci.kind,
+              failing: outages[p.name] ? formatOutage(outages[p.name]!) : null,
+              ...runnerCiStates({
+                profile: p,
+                runners,
+                host: ctx.config.ci.host,
+                ciState,
+                claims,
+                outage: outages[p.name],
+              }),
+            }
+          : null,
         pending: plan.waits
           .filter((w) => w.profile === p.name)
           .map((w) => ({ kind: w.kind, reason: w.reason, ...(w.until ? { until: w.until } : {}) })),
@@ -141,6 +163,11 @@ export const statusCommand: Command = {
         out.push(`  building: ${p.building.name} (${p.building.state}, ${formatDuration(p.building.forSeconds)})`);
       if (p.lastBuild)
         out.push(`  last build: ${p.lastBuild.ok ? 'ok' : `FAILED: ${p.lastBuild.error}`} at ${p.lastBuild.time}`);
+      if (p.ci) {
+        out.push(`  ci: ${p.ci.system}${p.ci.failing ? `, FAILING: ${p.ci.failing}` : ''}`);
+        for (const r of p.ci.runners) out.push(oneLine(`    ${r.name}: ${r.state}`));
+        for (const o of p.ci.orphans) out.push(oneLine(`    ${o}: orphaned registration (deleted on the next pass)`));
+      }
       for (const w of p.pending)
         out.push(`  pending: ${w.reason}${w.until ? ` (${formatRequeue({ at: w.until, reason: w.kind }, now)})` : ''}`);
       if (p.changes > 0) out.push(`  ${p.changes} change(s) pending (see "corral plan")`);

@@ -96,7 +96,9 @@ export async function destroyGuest(ctx: DestroyContext, name: string): Promise<v
  * Files that the remaining defined guests (ours or not) use, following disk backing chains, and
  * the files corral keeps by name for each of its guests.
  */
-export async function filesInUse(ctx: Pick<DestroyContext, 'virsh' | 'layout' | 'log' | 'prefix'>): Promise<Set<string>> {
+export async function filesInUse(
+  ctx: Pick<DestroyContext, 'virsh' | 'layout' | 'log' | 'prefix'>,
+): Promise<Set<string>> {
   const names = (await listNames(ctx.virsh)).filter((n) => !/['\\\n]/.test(n));
   const { out: xmls } = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
   const used = new Set<string>();

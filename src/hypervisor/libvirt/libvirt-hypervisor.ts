@@ -31,6 +31,7 @@ import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } 
 import { backingChain, createOverlay, IMAGE_MODE, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { buildRunnerSeed, buildSeedIso } from './seed.js';
+import { createGuestAgent, type GuestAgent } from './guest-agent.js';
 import { parseDomstate, verdictFor } from './status.js';
 import { createVirsh, guestError, isNoDomain, startGuest, type Virsh } from './virsh.js';
 import { GuestExistsError } from '../../errors.js';
@@ -71,6 +72,7 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly metaMemo = new Map<string, GuestMeta>();
   /** Template name → its domain XML: templates are never redefined, so one dumpxml per template serves every clone. */
   private readonly templateXml = new Map<string, string>();
+  private readonly agent: GuestAgent;
 
   constructor(deps: LibvirtDeps) {
     this.exec = deps.exec ?? execaExec;
@@ -82,10 +84,19 @@ export class LibvirtHypervisor implements Hypervisor {
     this.pump = deps.attachChannels === false ? undefined : new ChannelPump(this.log);
     this.hostName = deps.hostName ?? os.hostname();
     this.uri = deps.uri;
+    this.agent = createGuestAgent(this.virsh);
   }
 
   watchEvents(sink: GuestEventSink): GuestEventStream {
     return new VirshEventStream({ uri: this.uri, log: this.log }, sink);
+  }
+
+  canRunScripts(name: string): Promise<boolean> {
+    return this.agent.ping(name);
+  }
+
+  runScript(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number> {
+    return this.agent.runScript(name, script, { onOutput });
   }
 
   async observe(): Promise<Observation> {
@@ -255,34 +266,41 @@ export class LibvirtHypervisor implements Hypervisor {
     const t = parseName(this.prefix, req.template);
     if (t?.role !== 'template') throw new Error(`${req.template} is not a template guest name`);
     await this.ensureDirs();
-    // The overlay is made under a temp name and only renamed once define has succeeded, so a
-    // clash with an existing guest of this name never touches that guest's disk.
-    const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
+    // The overlay and the seed are made under temp names and only renamed once define has
+    // succeeded, so a clash with an existing guest of this name never touches that guest's files.
+    const suffix = `.tmp-${randomBytes(4).toString('hex')}`;
+    const tmpDisk = `${files.disk}${suffix}`;
+    const tmpSeed = `${files.seed}${suffix}`;
     try {
       const templateXml = await this.templateDomainXml(req.template);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
       if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-      // libvirt does not open disks at define time, so the overlay, the seed and the define run side by side.
-      const identity = { name: req.name, profile: req.profile.name, labels: req.profile.labels, host: this.hostName };
+      // One seed per runner (seed.ts): its identity, plus a CI system's registration files under corral/.
+      const identity = {
+        name: req.name,
+        profile: req.profile.name,
+        labels: req.profile.labels,
+        host: this.hostName,
+        ...(req.seedFiles ? { extra: req.seedFiles } : {}),
+      };
       const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files, owner: this.owner });
+      // libvirt does not open disks at define time, so the overlay, the seed and the define run side by side.
       const [overlay, seed, defined] = await Promise.allSettled([
         createOverlay(this.exec, templateDisk, tmpDisk),
-        buildRunnerSeed(this.exec, identity, files.seed),
+        buildRunnerSeed(this.exec, identity, tmpSeed),
         this.virsh.define(xml),
       ]);
       const failed = [overlay, seed].find((r) => r.status === 'rejected');
       if (failed) {
         if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
-        if (seed.status === 'fulfilled') await rm(files.seed, { force: true });
         throw failed.reason;
       }
-      if (defined.status === 'rejected') {
-        await rm(files.seed, { force: true });
-        throw guestError(req.name, defined.reason);
-      }
+      if (defined.status === 'rejected') throw guestError(req.name, defined.reason);
+      await rename(tmpSeed, files.seed);
       await rename(tmpDisk, files.disk);
     } finally {
       await rm(tmpDisk, { force: true });
+      await rm(tmpSeed, { force: true });
     }
     await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
     try {

@@ -1,9 +1,10 @@
 /**
  * A runner's domain XML, derived from its template's: same hardware and metadata, its own name,
- * disk, seed (its identity), status and console sockets; libvirt assigns a fresh uuid and MACs.
+ * disk, seed (its identity and CI registration), status and console sockets, a QEMU guest agent
+ * channel; libvirt assigns a fresh uuid and MACs.
  */
 import type { GuestMeta } from '../hypervisor.js';
-import { buildDomainXml, child, children, parseDomainXml, type XmlNode } from './domain-xml.js';
+import { attr, buildDomainXml, child, children, isNode, parseDomainXml, type XmlNode } from './domain-xml.js';
 import {
   diskSerial,
   ROOT_SERIAL,
@@ -12,6 +13,7 @@ import {
   setStatusAndConsole,
   type SocketOwner,
 } from './devices-xml.js';
+import { AGENT_CHANNEL } from './guest-agent.js';
 import { setMeta } from './metadata.js';
 
 export interface RunnerXmlInput {
@@ -40,5 +42,10 @@ export function runnerDomainXml(templateXml: string, input: RunnerXmlInput): str
   dev['disk'] = [root, seedDisk(input.seed), ...disks.filter((d) => d !== root)];
   for (const nic of children(dev, 'interface')) delete (nic as XmlNode)['mac'];
   setStatusAndConsole(doc, input, input.owner);
+  // The QEMU guest agent's channel (libvirt picks the socket path): how `corral gitlab run` reaches the guest.
+  const channels = children(dev, 'channel');
+  if (!channels.some((c) => isNode(c['target']) && attr(c['target'], 'name') === AGENT_CHANNEL)) {
+    dev['channel'] = [...channels, { '@_type': 'unix', target: { '@_type': 'virtio', '@_name': AGENT_CHANNEL } }];
+  }
   return buildDomainXml(doc);
 }

@@ -15,6 +15,8 @@ export interface MemoryGuest {
   /** Disk file names this guest owns; `backing` maps a disk to the one it overlays. */
   disks: string[];
   console: string[];
+  /** A runner's seed files under corral/ (a demo backend: kept in its state file like everything else). */
+  seed?: Record<string, string>;
 }
 
 export interface MemoryState {

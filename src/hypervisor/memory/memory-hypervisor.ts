@@ -183,8 +183,16 @@ export class MemoryHypervisor implements Hypervisor {
       name: req.name,
       state: 'running',
       meta: { ...req.meta },
-      disks: [disk],
-      console: [`corral-runner: ${req.template}`],
+      disks: req.seedFiles ? [disk, `seeds/${req.name}.iso`] : [disk],
+      console: [
+        `corral-runner: ${req.template}`,
+        `corral-runner: name ${req.name}; corral/ files: ${
+          Object.keys(req.seedFiles ?? {})
+            .sort()
+            .join(' ') || '(none)'
+        }`,
+      ],
+      ...(req.seedFiles ? { seed: { ...req.seedFiles } } : {}),
     });
     this.emit(req.name, 'defined', 'Added');
     this.emit(req.name, 'started', 'Booted');

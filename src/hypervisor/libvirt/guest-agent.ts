@@ -1,0 +1,140 @@
+/**
+ * Running scripts inside a guest through the QEMU guest agent (virtio-serial channel
+ * `org.qemu.guest_agent.0`, `virsh qemu-agent-command`). Chosen over ssh because it needs no
+ * network, no keys and no sshd in the guest: the tiny busybox guest and any distribution image
+ * with the `qemu-guest-agent` package speak it (docs/ci.md).
+ *
+ * Everything goes to virsh on stdin, never in argv: a job script carries secrets (CI_JOB_TOKEN),
+ * and argv is world-readable in /proc. The script is handed to the guest as the stdin of the
+ * agent's guest-exec; its output goes to a file in the guest that we read as it grows, which is
+ * what streams it back.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Virsh } from './virsh.js';
+import { virshQuote } from './virsh.js';
+
+export const AGENT_CHANNEL = 'org.qemu.guest_agent.0';
+
+export class AgentError extends Error {
+  override readonly name = 'AgentError';
+}
+
+/** virsh's own parser: single quotes, and a `'` can only appear inside JSON strings, where \u0027 means the same. */
+function agentArg(payload: unknown): string {
+  return `'${JSON.stringify(payload).replace(/'/g, '\\u0027')}'`;
+}
+
+function agentCommand(domain: string, payload: unknown, timeoutSeconds = 10): string {
+  return `qemu-agent-command --timeout ${timeoutSeconds} ${virshQuote(domain)} ${agentArg(payload)}`;
+}
+
+function parseReturn<T>(out: string | undefined, what: string, stderr: string): T {
+  if (!out) throw new AgentError(`guest agent: ${what} failed${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`);
+  try {
+    return (JSON.parse(out) as { return: T }).return;
+  } catch {
+    throw new AgentError(`guest agent: ${what}: unreadable answer`);
+  }
+}
+
+export interface ScriptRun {
+  /** Called with each piece of output (stdout and stderr interleaved, as written). */
+  onOutput: (chunk: Buffer) => void;
+  /** Time between looks at the guest; each look is one virsh process. */
+  pollMs?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export function createGuestAgent(virsh: Virsh) {
+  const one = async <T>(domain: string, payload: unknown, what: string, timeoutSeconds?: number): Promise<T> => {
+    const r = await virsh.batch([agentCommand(domain, payload, timeoutSeconds)]);
+    return parseReturn<T>(r.out[0], what, r.stderr);
+  };
+
+  return {
+    /** True when the agent in the guest answers (it is up and the channel connected). */
+    async ping(domain: string): Promise<boolean> {
+      try {
+        await one(domain, { execute: 'guest-ping' }, 'guest-ping', 3);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+
+    /** Runs `script` in the guest (by its `#!` line, else with sh); resolves with its exit status. */
+    async runScript(domain: string, script: string, run: ScriptRun): Promise<number> {
+      const sleep = run.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+      const pollMs = run.pollMs ?? 250;
+      const id = randomBytes(6).toString('hex');
+      const dir = `/tmp/corral-job`;
+      const file = `${dir}/${id}`;
+      // The output file exists before the agent returns the pid, so it can be opened at once.
+      const shell = [
+        `mkdir -p ${dir} && : > ${file}.out && cat > ${file}.sh || exit 125`,
+        `case "$(head -c 2 ${file}.sh)" in '#!') chmod +x ${file}.sh; ${file}.sh ;; *) sh ${file}.sh ;; esac >> ${file}.out 2>&1`,
+        `rc=$?; rm -f ${file}.sh; exit $rc`,
+      ].join('\n');
+      const started = await one<{ pid: number }>(
+        domain,
+        {
+          execute: 'guest-exec',
+          arguments: {
+            path: '/bin/sh',
+            arg: ['-c', shell],
+            'input-data': Buffer.from(script).toString('base64'),
+            'capture-output': false,
+          },
+        },
+        'guest-exec',
+      );
+      const handle = await one<number>(
+        domain,
+        { execute: 'guest-file-open', arguments: { path: `${file}.out`, mode: 'r' } },
+        'guest-file-open',
+      );
+      const read = agentCommand(domain, { execute: 'guest-file-read', arguments: { handle, count: 65536 } });
+      try {
+        for (;;) {
+          const r = await virsh.batch([
+            agentCommand(domain, { execute: 'guest-exec-status', arguments: { pid: started.pid } }),
+            read,
+          ]);
+          const status = parseReturn<{ exited: boolean; exitcode?: number; signal?: number }>(
+            r.out[0],
+            'guest-exec-status',
+            r.stderr,
+          );
+          let chunk = parseReturn<{ count: number; 'buf-b64': string; eof: boolean }>(
+            r.out[1],
+            'guest-file-read',
+            r.stderr,
+          );
+          if (chunk.count > 0) run.onOutput(Buffer.from(chunk['buf-b64'], 'base64'));
+          if (status.exited) {
+            // Drain what was written between the two looks.
+            while (chunk.count > 0 && !chunk.eof) {
+              chunk = parseReturn((await virsh.batch([read])).out[0], 'guest-file-read', '');
+              if (chunk.count > 0) run.onOutput(Buffer.from(chunk['buf-b64'], 'base64'));
+            }
+            if (status.exitcode !== undefined) return status.exitcode;
+            return 128 + (status.signal ?? 0);
+          }
+          if (chunk.count === 0) await sleep(pollMs);
+        }
+      } finally {
+        await virsh
+          .batch([
+            agentCommand(domain, { execute: 'guest-file-close', arguments: { handle } }),
+            agentCommand(domain, {
+              execute: 'guest-exec',
+              arguments: { path: '/bin/rm', arg: ['-f', `${file}.out`] },
+            }),
+          ])
+          .catch(() => undefined);
+      }
+    },
+  };
+}
+
+export type GuestAgent = ReturnType<typeof createGuestAgent>;
