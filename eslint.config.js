@@ -13,6 +13,24 @@ export default tseslint.config(
   },
   { files: ['*.config.*', 'eslint.config.js'], rules: { 'no-restricted-syntax': 'off' } },
   {
+    files: ['web/*.js'],
+    languageOptions: {
+      globals: {
+        document: 'readonly',
+        window: 'readonly',
+        location: 'readonly',
+        localStorage: 'readonly',
+        fetch: 'readonly',
+        EventSource: 'readonly',
+        AbortController: 'readonly',
+        TextDecoderStream: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+      },
+    },
+  },
+  {
     files: ['bin/*.js', 'scripts/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

@@ -50,5 +50,6 @@ Try next (same shell):
   echo 'hello v2' > profiles/tiny/provision/message && node bin/corral.js plan && node bin/corral.js reconcile --once   # git checkout profiles/tiny to undo
   node bin/corral.js logs ci-runner-tiny.1         # what the runner booted from its template
   node bin/corral.js history tiny                  # every build, with why it happened
+  head -c 24 /dev/urandom | base64 > state/api-token && node bin/corral.js serve --token-file state/api-token   # the console: http://127.0.0.1:8470/
 Clean up: scripts/demo.sh cleanup
 MSG

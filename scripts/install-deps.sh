@@ -20,6 +20,7 @@ PACKAGES=(
   mmdebstrap              # examples/debian-12/build-image.sh: a Debian 12 image from Debian packages
   grub-pc-bin             # … its BIOS boot loader, written by hand (no loop devices)
   fdisk                   # … sfdisk for its partition table
+  chromium                # the dashboard's browser test (driven headless by playwright-core)
 )
 
 # The unprivileged user corral runs as on a real host (contrib/systemd) and in the stock-mode e2e.

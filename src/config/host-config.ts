@@ -42,7 +42,11 @@ export interface HostConfig {
   gc: GcSettings;
   /** `host`: this machine's name in CI registrations; back-off after a CI system failed. */
   ci: { host: string; backoff: { initialSeconds: number; maxSeconds: number } };
+  /** `corral serve` / `watch --serve`: where to listen, and the file holding the bearer token for mutations. */
+  server: { host: string; port: number; tokenFile?: string };
 }
+
+export const DEFAULT_LISTEN = { host: '127.0.0.1', port: 8470 };
 
 const DAY = 86400;
 /** Sane bounds for every duration of the host config (seconds), checked at load with file and key. */
@@ -110,6 +114,7 @@ function normalize(
       keepFailedGuests?: unknown;
     };
     ci?: { host?: string; backoffInitial?: unknown; backoffMax?: unknown };
+    server?: { listen?: string; tokenFile?: string };
   };
   // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
   const base = file && !/^\/(dev|proc)\//.test(file) ? dirname(file) : opts.cwd;
@@ -175,6 +180,7 @@ function normalize(
     },
     minFreeBytes: 0,
     gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
+    server: DEFAULT_LISTEN,
   };
   const minFree = c.minFreeSpace === undefined ? 2 * 2 ** 30 : c.minFreeSpace === 0 ? 0 : parseSize(c.minFreeSpace);
   if (minFree === undefined)
@@ -191,6 +197,19 @@ function normalize(
     keepBuildRecords: c.gc?.keepBuildRecords ?? 20,
     keepFailedGuestsSeconds: duration(c.gc?.keepFailedGuests, '/gc/keepFailedGuests', 86400, RANGES.keepFailedGuests),
   };
+  const listen = c.server?.listen === undefined ? DEFAULT_LISTEN : parseListen(c.server.listen);
+  if (!listen)
+    problems.push({
+      file: where,
+      where: '/server/listen',
+      severity: 'error',
+      message: `not an address: ${JSON.stringify(c.server?.listen)} (use e.g. 127.0.0.1:8470, [::1]:8470 or :8470)`,
+    });
+  config.server = {
+    ...(listen ?? DEFAULT_LISTEN),
+    ...(c.server?.tokenFile !== undefined ? { tokenFile: resolve(base, c.server.tokenFile) } : {}),
+  };
+
   if (config.backoff.maxSeconds < config.backoff.initialSeconds)
     problems.push({
       file: where,
@@ -200,4 +219,15 @@ function normalize(
     });
   if (problems.length > 0) throw new ConfigError(`invalid host config ${where}`, problems);
   return config;
+}
+
+/** `host:port`, `[v6]:port`, `:port` (all interfaces) or a bare port (127.0.0.1); undefined when malformed. */
+export function parseListen(value: string): { host: string; port: number } | undefined {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(value.trim());
+  if (!match) return undefined;
+  const port = Number(match[2]);
+  if (port > 65535) return undefined;
+  const host =
+    match[1] === undefined ? DEFAULT_LISTEN.host : match[1] === '' ? '0.0.0.0' : match[1].replace(/^\[|\]$/g, '');
+  return { host, port };
 }

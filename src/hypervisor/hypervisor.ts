@@ -122,6 +122,12 @@ export interface Hypervisor {
   /** Serial console output of a guest, when the backend keeps it. */
   consoleLog(name: string): Promise<string | undefined>;
   /**
+   * Stops reading guests' status and console channels, for a process that gives up the state-dir
+   * lock but lives on (`corral serve` between passes): the next lock holder reads them. Backends
+   * without channels of their own leave it out.
+   */
+  releaseChannels?(): Promise<void>;
+  /**
    * Lifecycle events of every guest (not only ours: callers filter by prefix) until closed. A
    * backend whose stream breaks reconnects by itself and says so once in the log; meanwhile only
    * the resync timer looks again.

@@ -4,7 +4,7 @@ import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
 import { createdAt, newestFirst } from './gen-time.js';
 import { planRunners } from './runners.js';
-import type { Action, CiOutage, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
+import type { Action, BackoffEntry, CiOutage, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
 
 /**
  * The pure heart of corral: from the desired profiles and the observed guests, the actions that
@@ -115,6 +115,7 @@ function planProfile(
   const current = templates.filter((t) => t.meta.inputsHash === profile.inputsHash);
   const newest = current[0];
   const maxAge = profile.rebuild.maxAgeSeconds;
+  const requestedAt = facts.rebuildRequests?.[profile.name];
   const ageSeconds = newest ? (now.getTime() - createdAt(newest).getTime()) / 1000 : 0;
   const needReason = !newest
     ? templates.length === 0
@@ -122,7 +123,9 @@ function planProfile(
       : `inputs changed (live template ${templates[0]?.gen} was built from ${templates[0]?.meta.inputsHash.slice(7, 19)}, want ${profile.inputsHash.slice(7, 19)})`
     : maxAge !== undefined && ageSeconds > maxAge
       ? `template ${newest.gen} is ${formatDuration(ageSeconds)} old (rebuild.maxAge ${formatDuration(maxAge)})`
-      : undefined;
+      : requestedAt !== undefined && createdAt(newest).getTime() < Date.parse(requestedAt)
+        ? `rebuild requested at ${requestedAt}`
+        : undefined;
   if (newest && maxAge !== undefined && !needReason) {
     // The template turns too old by itself: look again just after that moment.
     const at = new Date(createdAt(newest).getTime() + maxAge * 1000 + 1).toISOString();
@@ -163,7 +166,7 @@ function planProfile(
         kind: 'config-error',
         reason: `${needReason}; the last build failed on a configuration error, so none starts until the profile changes: ${configError.error}`,
       });
-    } else if (backoff && Date.parse(backoff.until) > now.getTime()) {
+    } else if (backoff && !overridden(backoff, requestedAt) && Date.parse(backoff.until) > now.getTime()) {
       waits.push({
         ...base,
         kind: 'build-backoff',
@@ -173,7 +176,7 @@ function planProfile(
           : `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
       });
     } else {
-      const gen = makeGen(now, profile.inputsHash);
+      const gen = freshGen(now, profile.inputsHash, guests);
       actions.push({
         ...base,
         action: 'build',
@@ -238,4 +241,26 @@ function isInFlight(rebuild: ObservedGuest, facts: Facts): boolean {
 export function formatOutage(o: CiOutage): string {
   const hhmm = (iso: string) => iso.slice(11, 16);
   return `${o.system}: ${o.summary} since ${hhmm(o.since)}, retry at ${hhmm(o.retryAt)}`;
+}
+
+/** An operator's rebuild request made after the last failure is an explicit "try again now". */
+function overridden(backoff: BackoffEntry, requestedAt: string | undefined): boolean {
+  return (
+    requestedAt !== undefined &&
+    backoff.failedAt !== undefined &&
+    Date.parse(requestedAt) > Date.parse(backoff.failedAt)
+  );
+}
+
+/**
+ * A generation name no guest of the profile has: a second rebuild of unchanged inputs within the
+ * same second as the last one (a forced rebuild) would otherwise get the live template's name.
+ * Named by the next free second; the stamp says when the build was asked for, to the second.
+ */
+function freshGen(now: Date, inputsHash: string, guests: readonly ObservedGuest[]): string {
+  const taken = new Set(guests.map((g) => g.gen ?? g.meta.gen));
+  for (let t = now.getTime(); ; t += 1000) {
+    const gen = makeGen(new Date(t), inputsHash);
+    if (!taken.has(gen)) return gen;
+  }
 }

@@ -8,6 +8,8 @@ export interface BackoffEntry {
   lastError: string;
   /** The last failure was the host's (a HostError), not a build's. */
   host?: true;
+  /** ISO time of the last failure; a rebuild requested after it is not held back. */
+  failedAt?: string;
 }
 
 /** A CI system failing for a profile: its runner creation waits until retryAt (existing runners stay). */
@@ -66,6 +68,8 @@ export interface Facts {
   readonly ciOutages?: Readonly<Record<string, Readonly<CiOutage>>>;
   /** Runners a CI job holds (GitLab claims): never destroyed, replaced or rolled over by the planner. */
   readonly claimed?: readonly string[];
+  /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
+  readonly rebuildRequests?: Readonly<Record<string, string>>;
 }
 
 export interface PlanInput {

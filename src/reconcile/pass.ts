@@ -9,6 +9,7 @@ import { plan } from '../plan/plan.js';
 import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
+import type { RebuildRequests } from '../state/rebuild-requests.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
 import type { ClaimStore } from '../state/claims.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
@@ -32,6 +33,8 @@ export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
   ) => Promise<unknown>;
   /** Runners held by CI jobs (GitLab): the planner leaves them alone. */
   claims?: ClaimStore;
+  /** Rebuilds operators asked for (the console's rebuild button); none when absent. */
+  rebuildRequests?: Pick<RebuildRequests, 'read'>;
 }
 
 /** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
@@ -68,7 +71,15 @@ export async function observeAndPlan(
   view: CompiledView,
   deps: Pick<
     PassDeps,
-    'config' | 'hypervisor' | 'clock' | 'backoff' | 'runnerBackoff' | 'ownerToken' | 'resolver' | 'claims'
+    | 'config'
+    | 'hypervisor'
+    | 'clock'
+    | 'backoff'
+    | 'runnerBackoff'
+    | 'ownerToken'
+    | 'resolver'
+    | 'claims'
+    | 'rebuildRequests'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
   },
@@ -78,12 +89,13 @@ export async function observeAndPlan(
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff, ciOutages, claims] = await Promise.all([
+  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
     deps.ciOutages?.read(),
     deps.claims?.list(),
+    deps.rebuildRequests?.read() ?? {},
   ]);
   // A claim holds the guest it was made on, not a later one that reuses its name.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
@@ -96,6 +108,7 @@ export async function observeAndPlan(
     backoff,
     runnerBackoff,
     absentSources: [...(context.absentSources ?? [])],
+    rebuildRequests,
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };

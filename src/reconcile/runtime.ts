@@ -19,6 +19,7 @@ import { RunnerLogs } from '../state/runner-logs.js';
 import { refreshView } from './refresh-view.js';
 import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
+import { RebuildRequests } from '../state/rebuild-requests.js';
 import { isAlive, readLockHolder } from '../state/lock.js';
 import { createRunnerCi, type RunnerCi } from '../ci/runner-ci.js';
 import { CiOutageStore } from '../state/ci-outages.js';
@@ -50,6 +51,8 @@ export interface Runtime {
   ) => Promise<GcReport | undefined>;
   /** `--keep-failed`: failed rebuilds are set aside, not destroyed. */
   keepFailed?: boolean;
+  /** Rebuilds asked for through the console (optional: a bare runtime in tests plans without them). */
+  rebuildRequests?: RebuildRequests;
   clock: () => Date;
   sleep: (ms: number) => Promise<void>;
   /** How often running builds are looked at. */
@@ -164,6 +167,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     },
     gc,
     keepFailed: opts.keepFailed === true,
+    rebuildRequests: new RebuildRequests(config.stateDir),
     clock: ctx.now,
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,

@@ -40,6 +40,7 @@ export class BackoffStore {
         failures,
         until: new Date(now.getTime() + delay * 1000).toISOString(),
         lastError: error,
+        failedAt: now.toISOString(),
         ...(kind === 'host' ? { host: true as const } : {}),
       };
       all[profile] = entry;

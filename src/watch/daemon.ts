@@ -38,6 +38,8 @@ export interface WatchDeps {
   createWatcher?: WatcherFactory;
   /** Timers and "now" for the scheduler and the wake-ups (tests pass a fake clock; runtime.clock must agree). */
   clock?: WatchClock;
+  /** Told when a pass starts and ends (the console's live stream and metrics). */
+  onPass?: (pass: { phase: 'start' | 'done'; at: string; triggers: string[]; durationMs?: number }) => void;
 }
 
 /** Passes in a row that only follow up on progress before the watch stops chasing its tail. */
@@ -131,6 +133,11 @@ export class WatchDaemon {
   }
 
   /** SIGHUP: read the host config again and resync now. */
+  /** A pass asked for from outside (the HTTP API): runs as soon as the current one is done. */
+  requestPass(): void {
+    this.scheduler.request('api');
+  }
+
   reload(): void {
     this.deps.log.info('reload requested');
     this.scheduler.request('reload');
@@ -184,6 +191,8 @@ export class WatchDaemon {
       { triggers: batch.kinds, events: batch.events, paths: batch.paths, guests: batch.guests, waitedMs },
       'pass starting',
     );
+    const startedAt = this.clock.now();
+    this.deps.onPass?.({ phase: 'start', at: new Date(startedAt).toISOString(), triggers: batch.kinds });
     const onlyFollowUp = batch.kinds.every((k) => k === 'follow-up');
     try {
       if (batch.kinds.includes('reload') || batch.kinds.includes('config')) {
@@ -208,6 +217,13 @@ export class WatchDaemon {
       if (choice.view && !this.stopping) await this.pass(choice.view, onlyFollowUp, absentSources(choice.absence));
       else if (!choice.view) log.warn('no view has compiled yet: nothing to reconcile until the sources compile');
       if (choice.view) await status();
+      if (choice.view)
+        this.deps.onPass?.({
+          phase: 'done',
+          at: new Date(this.clock.now()).toISOString(),
+          triggers: batch.kinds,
+          durationMs: this.clock.now() - startedAt,
+        });
     } catch (error) {
       if (this.stopping && error instanceof StoppedError) return;
       if (this.stopping) return void log.warn({ error: (error as Error).message }, 'pass cut short by stop');

@@ -16,7 +16,8 @@ export type TriggerKind =
   | 'follow-up'
   | 'retry'
   | 'events-resumed'
-  | 'watcher';
+  | 'watcher'
+  | 'api';
 
 /** Everything that asked for a pass since the last one started, coalesced. */
 export interface Batch {

@@ -26,6 +26,7 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     minFreeBytes: 0,
     gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
     ci: { host: 'test-host', backoff: { initialSeconds: 15, maxSeconds: 600 } },
+    server: { host: '127.0.0.1', port: 0 },
     ...overrides,
   };
 }

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { builtinProfilesDir, findConfigFile, loadHostConfig } from '../../src/config/host-config.js';
+import { builtinProfilesDir, findConfigFile, loadHostConfig, parseListen } from '../../src/config/host-config.js';
 import { createValidators } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import {
@@ -41,6 +41,12 @@ describe('bad host config → clear error, exit 1', () => {
     await expectBadConfig(file, [
       `${file}#/watch/debounce: not a duration: "5 parsecs" (use e.g. 300ms, 90s, 30m, 12h, 7d; between 0s and 60s)`,
     ]);
+  });
+
+  it('a bad server.listen names the pointer', async () => {
+    const host = aHostConfig(await tempRoot()).set({ server: { listen: 'localhost:99999' } });
+    const file = await host.write();
+    await expectBadConfig(file, [`${file}#/server/listen: not an address: "localhost:99999"`]);
   });
 
   it('a duplicate source name', async () => {
@@ -142,5 +148,28 @@ describe('host config in-process', () => {
     await mkdir(join(cwd, 'sub'));
     await aHostConfig(join(cwd, 'sub')).write();
     expect(findConfigFile(undefined, {}, join(cwd, 'sub'))).toBe(join(cwd, 'sub', 'corral.yaml'));
+  });
+});
+
+describe('server.listen', () => {
+  it('defaults to 127.0.0.1:8470 and resolves tokenFile against the config file', async () => {
+    const root = await tempRoot();
+    const { config: defaults } = await loadConfig(await aHostConfig(root).write());
+    expect(defaults.server).toEqual({ host: '127.0.0.1', port: 8470 });
+    const { config } = await loadConfig(
+      await aHostConfig(root)
+        .set({ server: { listen: ':9000', tokenFile: 'tok' } })
+        .write(),
+    );
+    expect(config.server).toEqual({ host: '0.0.0.0', port: 9000, tokenFile: join(root, 'tok') });
+  });
+
+  it('parses host:port, [v6]:port, :port and a bare port; rejects the rest', () => {
+    expect(parseListen('10.0.0.5:80')).toEqual({ host: '10.0.0.5', port: 80 });
+    expect(parseListen('[::1]:8470')).toEqual({ host: '::1', port: 8470 });
+    expect(parseListen('8080')).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(parseListen('0')).toEqual({ host: '127.0.0.1', port: 0 });
+    for (const bad of ['', 'host', 'a b:80', '1.2.3.4:', ':70000', 'http://x:80'])
+      expect(parseListen(bad), bad).toBeUndefined();
   });
 });

@@ -13,6 +13,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asCorral, startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
+import { spawnServer } from '../server/serve-harness.js';
 
 const BIN = join(import.meta.dirname, '../../bin/corral.js');
 
@@ -168,6 +169,41 @@ provision: { dir: provision, entry: provision.sh, timeout: ${opts.timeout ?? 90}
         const status = await corral(['status']);
         expect(status.stdout).toMatch(/runners: 2\/2 ready/);
         expect(status.stdout).toContain('ci-runner-tiny.1 ready, ci-runner-tiny.2 ready');
+      });
+
+      it('1b. the console reads the real host: profiles, runners, their consoles, the build log, metrics', async () => {
+        const served = await spawnServer(join(root, 'corral.yaml'), ['serve', '--listen', '127.0.0.1:0']);
+        try {
+          const status = (await (await served.get('/api/v1/status')).json()) as {
+            hypervisor: string;
+            profiles: {
+              name: string;
+              template: { current: boolean } | null;
+              runners: { ready: number; desired: number };
+              lastBuild: { name: string; status: string } | null;
+            }[];
+            unrecognized: { name: string }[];
+          };
+          expect(status.hypervisor).toBe('libvirt');
+          expect(status.profiles).toEqual([
+            expect.objectContaining({
+              name: 'tiny',
+              template: expect.objectContaining({ current: true }),
+              runners: expect.objectContaining({ ready: 2, desired: 2 }),
+            }),
+          ]);
+          expect(status.unrecognized.map((u) => u.name)).toContain('ci-handmade');
+          const runnerLog = await (await served.get('/api/v1/runners/ci-runner-tiny.1/log')).text();
+          expect(runnerLog).toContain('corral-runner: tiny hello v1');
+          const build = status.profiles[0]!.lastBuild!;
+          expect(build.status).toBe('succeeded');
+          const buildLog = await served.get(`/api/v1/builds/${encodeURIComponent(build.name)}/log`);
+          expect(buildLog.status).toBe(200);
+          expect((await buildLog.text()).length).toBeGreaterThan(0);
+          expect(await (await served.get('/metrics')).text()).toMatch(/^corral_runners_ready\{profile="tiny"\} 2$/m);
+        } finally {
+          expect(await served.stop()).toBe(0);
+        }
       });
 
       it('6. guests corral does not own survive every pass untouched', async () => {

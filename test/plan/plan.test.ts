@@ -144,6 +144,47 @@ describe('plan: templates and builds', () => {
     );
   });
 
+  it('rebuilds on an operator request made after the live template, inputs unchanged', () => {
+    const at = (minutesAgo: number) => new Date(NOW.getTime() - minutesAgo * 60_000).toISOString();
+    const guests = [aTemplate().atGen(live).build()];
+    const profiles = [aProfile().runners(0).build()];
+    const requested = planFor({ profiles, guests, facts: someFacts({ rebuildRequests: { tiny: at(1) } }) });
+    expect(requested.actions.map((a) => a.action)).toEqual(['build']);
+    expect(requested.actions[0]?.reason).toBe(`rebuild requested at ${at(1)}`);
+    // Satisfied once a template newer than the request exists: no rebuild loop.
+    const satisfied = planFor({ profiles, guests, facts: someFacts({ rebuildRequests: { tiny: at(90) } }) });
+    expect(satisfied.actions).toEqual([]);
+    // Another profile's request changes nothing here.
+    expect(planFor({ profiles, guests, facts: someFacts({ rebuildRequests: { other: at(1) } }) }).actions).toEqual([]);
+  });
+
+  it('gives a forced rebuild in the same second as the live template a generation of its own', () => {
+    const now = genAt(0);
+    const result = planFor({
+      profiles: [aProfile().runners(0).build()],
+      guests: [aTemplate().atGen(now).build()],
+      facts: someFacts({ rebuildRequests: { tiny: new Date(NOW.getTime() + 1).toISOString() } }),
+    });
+    const build = result.actions[0];
+    expect(build?.action).toBe('build');
+    expect(build?.action === 'build' && build.gen).not.toBe(now);
+    expect(build?.guest).toMatch(/^ci-rebuild-tiny@\d{8}T\d{6}Z-aaaaaaaa$/);
+  });
+
+  it('lets a rebuild request made after the last failure through the back-off, but not an older one', () => {
+    const at = (minutesAgo: number) => new Date(NOW.getTime() - minutesAgo * 60_000).toISOString();
+    const backoff = {
+      tiny: { failures: 2, until: new Date(NOW.getTime() + 600_000).toISOString(), lastError: 'x', failedAt: at(5) },
+    };
+    const guests = [aTemplate().atGen(live).build()];
+    const profiles = [aProfile().runners(0).build()];
+    const fresh = planFor({ profiles, guests, facts: someFacts({ backoff, rebuildRequests: { tiny: at(1) } }) });
+    expect(fresh.actions.map((a) => a.action)).toEqual(['build']);
+    const stale = planFor({ profiles, guests, facts: someFacts({ backoff, rebuildRequests: { tiny: at(10) } }) });
+    expect(stale.actions).toEqual([]);
+    expect(stale.waits[0]?.reason).toMatch(/^rebuild requested at .*; backing off after 2 failed build\(s\)/);
+  });
+
   it('builds again once the back-off has expired', () => {
     const result = planFor({
       facts: someFacts({

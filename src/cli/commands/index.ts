@@ -7,6 +7,7 @@ import { logsCommand } from './logs.js';
 import { gitlabCommand } from './gitlab.js';
 import { planCommand } from './plan.js';
 import { reconcileCommand } from './reconcile.js';
+import { serveCommand } from './serve.js';
 import { sourcesCommand } from './sources.js';
 import { statusCommand } from './status.js';
 import { validateCommand } from './validate.js';
@@ -26,5 +27,6 @@ export function commands(): Command[] {
     logsCommand,
     gcCommand,
     gitlabCommand,
+    serveCommand,
   ];
 }

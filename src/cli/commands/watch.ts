@@ -4,22 +4,36 @@ import { acquireLock } from '../../state/lock.js';
 import { parseDuration } from '../../util/duration.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
 import { openRuntime } from '../../reconcile/runtime.js';
+import { withServerOptions } from './serve.js';
+
+type PassInfo = { phase: 'start' | 'done'; at: string; triggers: string[]; durationMs?: number };
 
 export const watchCommand: Command = {
   name: 'watch',
   summary:
     'Long-running reconciler: a pass when the sources change, when one of its guests starts, stops or crashes, when the last plan asked to look again (a back-off expiry, say), and every resync interval.',
-  usage: 'corral watch [--wait] [--debounce MS] [--keep-failed]',
+  usage: 'corral watch [--wait] [--debounce MS] [--keep-failed] [--serve [--listen ADDR] [--token-file FILE]]',
   optionsHelp: `  --wait               wait for the state-dir lock instead of exiting with code 75
   --debounce MS        quiet time after the last file or guest event before a pass (default: the config's
                        watch.debounce, else 300 ms); also takes 500ms, 2s
   --keep-failed        set failed rebuilds aside as <prefix>-failed-<profile>@<gen> instead of
                        destroying them (never promoted; collected after gc.keepFailedGuests)
+  --serve              also serve the console (API, dashboard, /metrics) from this process, on
+                       server.listen (default 127.0.0.1:8470); see "corral serve --help" and docs/api.md
+  --listen ADDR        with --serve: host:port, [v6]:port, :port or a port; overrides server.listen
+  --token-file FILE    with --serve: the bearer token file for POST requests; overrides server.tokenFile
 
 Signals: SIGHUP reloads the host config and resyncs; SIGTERM/SIGINT stop taking new work, let
 running actions finish, abandon running builds (the next pass discards them), release the lock
 and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is locked by another run.`,
-  options: { wait: { type: 'boolean' }, debounce: { type: 'string' }, 'keep-failed': { type: 'boolean' } },
+  options: {
+    wait: { type: 'boolean' },
+    debounce: { type: 'string' },
+    'keep-failed': { type: 'boolean' },
+    serve: { type: 'boolean' },
+    listen: { type: 'string' },
+    'token-file': { type: 'string' },
+  },
   async run(ctx) {
     const debounceMs = parseDebounce(ctx.args.debounce);
     const withOverrides = (config: HostConfig): HostConfig => {
@@ -28,22 +42,45 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
       if (debounceMs !== undefined) config.watch.debounceMs = debounceMs;
       return config;
     };
-    const config = withOverrides(ctx.config);
+    if ((ctx.args.listen !== undefined || ctx.args['token-file'] !== undefined) && !ctx.args.serve)
+      throw new ConfigError('--listen and --token-file need --serve');
+    const config = withServerOptions(withOverrides(ctx.config), ctx.args);
     const lock = await acquireLock(config.stateDir, { command: 'watch', wait: ctx.args.wait === true, log: ctx.log });
     try {
       // Loaded on demand: chokidar and the daemon cost start-up time every other command need not pay.
       const { WatchDaemon } = await import('../../watch/daemon.js');
+      const runtime = await openRuntime(
+        { ...ctx, config },
+        { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true },
+      );
+      let onPass: ((pass: PassInfo) => void) | undefined;
       const daemon = new WatchDaemon({
         config,
         loadConfig: async () => withOverrides(await reloadHostConfig(ctx)),
         validators: ctx.validators,
         log: ctx.log,
-        runtime: await openRuntime(
-          { ...ctx, config },
-          { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true },
-        ),
+        runtime,
         ownerToken: lock.holder.token,
+        onPass: (pass) => onPass?.(pass),
       });
+      let server: { close(): Promise<void> } | undefined;
+      if (ctx.args.serve) {
+        const { startServer } = await import('../../server/server.js');
+        const { daemonTrigger } = await import('../../server/trigger.js');
+        server = await startServer({
+          config,
+          log: ctx.log,
+          events: runtime.events,
+          clock: ctx.now,
+          hypervisor: async () => runtime.hypervisor,
+          trigger: (publish) => {
+            onPass = (pass) => publish({ type: 'pass', by: 'watch', ...pass });
+            return daemonTrigger(() => daemon.requestPass());
+          },
+          pollMs: config.hypervisor === 'memory' ? 500 : 2000,
+          inWatch: true,
+        });
+      }
       const stopped = new Promise<void>((resolve) =>
         ctx.signals.onStop(() =>
           daemon
@@ -57,9 +94,11 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
         await daemon.start();
       } catch (error) {
         await daemon.stop();
+        await server?.close();
         throw error;
       }
       await stopped;
+      await server?.close();
       return EXIT.ok;
     } finally {
       await lock.release();

@@ -79,6 +79,12 @@ export class ChannelPump {
     }
   }
 
+  /** Stops reading every guest: the process gives up the state-dir lock, and the next holder reads them. */
+  async detachAll(): Promise<void> {
+    const guests = new Set([...this.streams.keys()].map((k) => k.slice(0, k.lastIndexOf('#'))));
+    for (const guest of guests) await this.detach(guest);
+  }
+
   attached(guest: string): boolean {
     return this.streams.has(`${guest}#status`);
   }

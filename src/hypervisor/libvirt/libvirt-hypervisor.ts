@@ -114,6 +114,11 @@ export class LibvirtHypervisor implements Hypervisor {
     return observeGuests(ctx);
   }
 
+  /** Stops reading guests' channels (only one reader at a time: the state-dir lock holder). */
+  async releaseChannels(): Promise<void> {
+    await this.pump?.detachAll();
+  }
+
   private async attach(name: string): Promise<void> {
     const files = filesForName(this.layout, this.prefix, name);
     if (!files || !this.pump) return;
