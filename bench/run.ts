@@ -3,6 +3,7 @@ import { benchCompile } from './compile.js';
 import { benchBackoffExpiry, benchShutoffToRunning } from './events.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchMemoryPass } from './memory-pass.js';
+import { benchOci } from './oci.js';
 import { benchPlan } from './plan.js';
 import { benchWatchLatency } from './watch-latency.js';
 import type { BenchResult } from './types.js';
@@ -17,6 +18,7 @@ const benches: [string, () => Promise<BenchResult | BenchResult[]>][] = [
   ['requeue', benchBackoffExpiry],
   ['events', benchShutoffToRunning],
   ['ci-github', benchCiGitHub],
+  ['oci', benchOci],
 ];
 
 const only = process.argv.slice(2);

@@ -21,6 +21,10 @@ PACKAGES=(
   grub-pc-bin             # … its BIOS boot loader, written by hand (no loop devices)
   fdisk                   # … sfdisk for its partition table
   chromium                # the dashboard's browser test (driven headless by playwright-core)
+  docker-registry         # the OCI registry the push/pull tests and bench run against
+  skopeo                  # interop checks (skopeo inspect) and the gzip baseline in the bench
+  zstd                    # chunk compression (measured against the binding in docs/oci-format.md)
+  apache2-utils           # htpasswd for the authenticated-registry test
 )
 
 # The unprivileged user corral runs as on a real host (contrib/systemd) and in the stock-mode e2e.

@@ -15,6 +15,9 @@ import type { RunnerLogs } from '../state/runner-logs.js';
 import { ForgeError } from '../ci/github/forge-error.js';
 import type { RunnerCi } from '../ci/runner-ci.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
+import type { CredentialStore } from '../oci/credentials.js';
+import { parseReference, pinned } from '../oci/reference.js';
+import { pullTemplate } from './template-transfer.js';
 
 export interface ApplyDeps extends BuildDeps {
   hypervisor: Hypervisor;
@@ -42,6 +45,8 @@ export interface ApplyDeps extends BuildDeps {
   /** Registers runners with their profile's CI system (absent: no profile uses one). */
   ci?: RunnerCi;
   ciOutages?: CiOutageStore;
+  /** For profiles that follow (`template: {oci}`) or publish to a registry. */
+  registry?: { credentials: CredentialStore; stateDir: string; prefix: string };
 }
 
 export interface ActionResult {
@@ -135,6 +140,28 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
   return { action, ok, ...(error ? { error, errorKind: kind } : {}), durationMs };
 }
 
+/** A following profile's "build": pull the digest its tag resolved to this pass (docs/oci-format.md). */
+async function pullFollowed(profile: CompiledProfile, deps: ApplyDeps): Promise<string | undefined> {
+  const digest = profile.template?.digest;
+  if (!deps.registry || !digest) return `${profile.template?.oci} could not be resolved this pass`;
+  try {
+    const ref = pinned(parseReference(profile.template!.oci), digest);
+    const pulled = await pullTemplate({ hypervisor: deps.hypervisor, ...deps.registry }, ref, {
+      as: profile.name,
+      inputsHash: digest,
+      genFromDigest: true,
+      concurrency: 4,
+    });
+    deps.log.info({ template: pulled.template, digest, present: pulled.present }, 'pulled followed template');
+    await deps.backoff.recordSuccess(profile.name);
+    return undefined;
+  } catch (err) {
+    const reason = `pull of ${profile.template!.oci}@${digest} failed: ${(err as Error).message}`;
+    await deps.backoff.recordFailure(profile.name, reason, deps.clock());
+    return reason;
+  }
+}
+
 /** Does the work of one action; returns a failure message for an expected failure (a failed build). */
 async function perform(action: Action, deps: ApplyDeps): Promise<string | undefined> {
   const hv = deps.hypervisor;
@@ -142,6 +169,7 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   switch (action.action) {
     case 'build':
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
+      if (profile.template) return pullFollowed(profile, deps);
       return buildTemplate(action, profile, deps);
     case 'promote':
       await hv.promote(action.guest, action.template);

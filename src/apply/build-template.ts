@@ -13,6 +13,7 @@ import type { Manifest } from '../state/build-records.js';
 import { corralVersion } from '../util/version.js';
 import type { ApplyDeps } from './apply.js';
 import { runBuild } from './run-build.js';
+import { publishPromoted } from './template-transfer.js';
 
 type BuildAction = Extract<Action, { action: 'build' }>;
 
@@ -86,6 +87,7 @@ export async function buildTemplate(
   if (result.verdict.ok) {
     await hv.promote(action.guest, action.template);
     await deps.backoff.recordSuccess(action.profile);
+    if (profile.publish) await publishPromoted(profile, action.template, deps);
     await finish(manifest, deps, { verdict: 'ok', ...ended });
     return undefined;
   }
@@ -170,7 +172,7 @@ function newManifest(action: BuildAction, profile: CompiledProfile, deps: ApplyD
     inputs: profile.inputs,
     base: {
       kind: b.kind,
-      ...(b.kind === 'file' ? { file: b.file } : { url: b.url }),
+      ...(b.kind === 'file' ? { file: b.file } : b.kind === 'oci' ? { url: b.ref } : { url: b.url }),
       ...(b.kind === 'checksums' ? { checksums: b.checksums } : {}),
       version: profile.baseVersion,
     },

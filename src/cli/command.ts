@@ -34,6 +34,8 @@ export interface Command {
   options: NonNullable<ParseArgsConfig['options']>;
   /** Positional arguments the command takes (`inspect <name>`); default none. */
   positionals?: number;
+  /** The fewest positional arguments the command needs (default 0). */
+  minPositionals?: number;
   /** Returns the exit code. */
   run(ctx: CommandContext): Promise<number>;
 }

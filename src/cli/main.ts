@@ -76,6 +76,8 @@ export async function main(argv: string[], opts: MainOptions = {}): Promise<numb
   const values = parsed.values as Record<string, string | boolean | undefined>;
   if (parsed.positionals.length > (command.positionals ?? 0) && !values.help)
     return usage(`unexpected argument "${parsed.positionals[command.positionals ?? 0]}"; see "corral ${name} --help"`);
+  if (parsed.positionals.length < (command.minPositionals ?? 0) && !values.help)
+    return usage(`missing arguments; usage: ${command.usage}`);
   if (values.help) {
     io.out(commandHelp(command));
     return EXIT.ok;

@@ -105,6 +105,27 @@ export interface GuestEventStream {
   close(): Promise<void>;
 }
 
+/** A template as it leaves the host: its files and a domain description free of host specifics. */
+export interface TemplateExport {
+  meta: GuestMeta;
+  /** Domain XML without uuid, MACs, file paths or corral metadata. */
+  domainXml: string;
+  /** In dependency order: a disk's backing file comes before the disk. */
+  files: { name: string; path: string; format?: string; backing?: string }[];
+}
+
+/** A template arriving from elsewhere: staged files (moved, not copied) and its description. */
+export interface TemplateImport {
+  /** The template guest name to create. */
+  name: string;
+  meta: GuestMeta;
+  domainXml: string;
+  /** Staged file per name (`disk`, `base`, `kernel`, `initrd`); `base` may be absent when the host has it. */
+  files: Record<string, string>;
+  /** True when the disk is an overlay on the base. */
+  backing: boolean;
+}
+
 export interface Hypervisor {
   readonly kind: string;
   /** Every guest carrying our prefix, in as few backend calls as possible (libvirt: one virsh process). */
@@ -146,4 +167,13 @@ export interface Hypervisor {
   canRunScripts?(name: string): Promise<boolean>;
   /** Runs a script inside the guest, streaming its output; resolves with its exit status. */
   runScript?(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number>;
+  /** Backends that can move templates between hosts (corral push/pull) implement these. */
+  templates?: {
+    export(name: string): Promise<TemplateExport>;
+    /** True when the base of this version is already on the host (its layers need not be pulled). */
+    hasBase(baseVersion: string): Promise<boolean>;
+    /** Where staged files must be written so that landing them is a rename. */
+    stagingDir(key: string): string;
+    import(req: TemplateImport): Promise<void>;
+  };
 }

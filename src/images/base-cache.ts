@@ -12,7 +12,7 @@ import { copyFile, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promi
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { TransientError } from '../errors.js';
+import { ConfigError, TransientError } from '../errors.js';
 import type { BaseSpec } from '../sources/view.js';
 import { sha256File } from '../util/hash.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
@@ -128,6 +128,8 @@ export class BaseCache {
   private async fill(base: BaseSpec, baseVersion: string, profileDir: string): Promise<string> {
     const target = cachedBasePath(this.deps.imagesDir, baseVersion);
     if (await exists(target)) return target;
+    if (base.kind === 'oci')
+      throw new ConfigError(`a profile that follows a pushed template has no base to fetch (${base.ref})`);
     const hex = baseDigest(baseVersion);
     this.fetching.add(hex);
     await mkdir(path.dirname(target), { recursive: true });

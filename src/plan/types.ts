@@ -122,6 +122,8 @@ export type Wait = { profile: string; reason: string; until?: string } & (
       until: string;
     }
   | { kind: 'build-queued' | 'no-template' | 'config-error' | 'runners-busy' }
+  /** A profile that follows a registry whose tag could not be resolved this pass. */
+  | { kind: 'registry' }
 );
 
 export type WaitKind = Wait['kind'];

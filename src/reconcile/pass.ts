@@ -10,15 +10,19 @@ import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
+import type { CredentialStore } from '../oci/credentials.js';
+import { resolveFollowed } from './follow.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
 import type { ClaimStore } from '../state/claims.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
 import { readCiState, writeCiState } from '../state/ci-state.js';
 
+const noCredentials: CredentialStore = { get: () => Promise.resolve(undefined) };
+
 export const SURGE_FRACTION = 0.25;
 
 /** What a pass needs: everything apply() does, less what the pass derives from the view and the config. */
-export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
+export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency' | 'registry'> {
   config: HostConfig;
   /** Resolves base versions before planning (absent: the compiled versions are used as they are). */
   resolver?: BaseResolver;
@@ -35,6 +39,8 @@ export interface PassDeps extends Omit<ApplyDeps, 'profiles' | 'concurrency'> {
   claims?: ClaimStore;
   /** Rebuilds operators asked for (the console's rebuild button); none when absent. */
   rebuildRequests?: Pick<RebuildRequests, 'read'>;
+  /** Registry credentials, for profiles that follow or publish to a registry (docs/oci-format.md). */
+  credentials?: CredentialStore;
 }
 
 /** What the caller knows that the guests and the state dir do not say: a snapshot, read once per plan. */
@@ -80,6 +86,7 @@ export async function observeAndPlan(
     | 'resolver'
     | 'claims'
     | 'rebuildRequests'
+    | 'credentials'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
   },
@@ -112,9 +119,15 @@ export async function observeAndPlan(
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };
-  const profiles = resolution.profiles;
+  // Profiles that follow a registry tag get this pass's digest as their inputs hash (follow.ts).
+  const followed = resolution.profiles.some((p) => p.template)
+    ? await resolveFollowed(resolution.profiles, observed, deps.credentials ?? noCredentials)
+    : { profiles: resolution.profiles, waits: [] };
+  const profiles = followed.profiles;
   const input = { profiles, observed, now: deps.clock(), policy: policyOf(deps.config), facts };
-  return { plan: plan(input), observed, facts, profiles };
+  const planned = plan(input);
+  const withWaits = followed.waits.length > 0 ? { ...planned, waits: [...followed.waits, ...planned.waits] } : planned;
+  return { plan: withWaits, observed, facts, profiles };
 }
 
 /** One level-triggered pass: recompute everything from what is observed now, then act. */
@@ -123,6 +136,11 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
   const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
   const applied = await apply(thePlan.actions, {
     ...deps,
+    registry: {
+      credentials: deps.credentials ?? noCredentials,
+      stateDir: deps.config.stateDir,
+      prefix: deps.config.prefix,
+    },
     profiles: new Map(profiles.map((p) => [p.name, p])),
     concurrency: deps.config.concurrency,
     generation: view.generation,

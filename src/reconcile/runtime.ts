@@ -24,6 +24,7 @@ import { isAlive, readLockHolder } from '../state/lock.js';
 import { createRunnerCi, type RunnerCi } from '../ci/runner-ci.js';
 import { CiOutageStore } from '../state/ci-outages.js';
 import { ClaimStore } from '../state/claims.js';
+import { dockerCredentialStore, type CredentialStore } from '../oci/credentials.js';
 
 /** The long-lived things a pass works with, made once per process. */
 export interface Runtime {
@@ -60,6 +61,8 @@ export interface Runtime {
   ci: RunnerCi;
   ciOutages: CiOutageStore;
   claims: ClaimStore;
+  /** Registry credentials (the docker config file) for profiles that follow or publish. */
+  credentials?: CredentialStore;
 }
 
 /** What openRuntime makes: every part of a Runtime, and on-demand garbage collection. */
@@ -174,6 +177,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     ci: createRunnerCi({ host: config.ci.host, log: ctx.log, clock: ctx.now, env: ctx.env }),
     ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
     claims: new ClaimStore(config.stateDir),
+    credentials: dockerCredentialStore(ctx.env),
   };
 }
 

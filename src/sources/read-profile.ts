@@ -11,6 +11,7 @@ import { DEFAULT_GITHUB_API } from '../ci/github/defaults.js';
 import { confine } from './confine.js';
 import { baseUrlProblem, fileNameOf } from './base-url.js';
 import { parseSize } from '../util/size.js';
+import { formatReference, parseReference } from '../oci/reference.js';
 
 export const PROFILE_FILE = 'profile.yaml';
 
@@ -33,7 +34,7 @@ export function profileNameProblem(name: string): string | undefined {
 
 interface RawProfile {
   runners: number;
-  base: { file?: string; url?: string; sha256?: string; checksums?: string; oci?: string };
+  base?: { file?: string; url?: string; sha256?: string; checksums?: string; oci?: string };
   guest?: {
     cpus?: number;
     memory?: number | string;
@@ -44,6 +45,8 @@ interface RawProfile {
     network?: GuestNetwork;
     disk?: string;
   };
+  template?: { oci: string };
+  publish?: { oci: string };
   provision?: { dir?: string; entry?: string; timeout?: number | string };
   rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
   rollout?: { drainTimeout?: number | string };
@@ -104,6 +107,16 @@ export async function readProfile(
     return confined.ok ? confined.path : undefined;
   };
 
+  const publish = raw.publish ? ociRef('/publish/oci', raw.publish.oci, error, true) : undefined;
+  if (raw.template) {
+    const follower = readFollower(raw, name, source, dir, file, error);
+    if (problems.length > 0 || !follower) return invalid(problems);
+    return { kind: 'profile', profile: follower };
+  }
+  if (!raw.base) {
+    error('', 'needs "base" (what to build on) or "template" (a pushed template to run)');
+    return invalid(problems);
+  }
   const base = await readBase(raw.base, error, path);
   const memoryMiB = parseMemoryMiB(raw.guest?.memory ?? 512);
   const { min, max } = MEMORY_MIB_RANGE;
@@ -186,6 +199,7 @@ export async function readProfile(
       ...(drainTimeoutSeconds ? { rollout: { drainTimeoutSeconds } } : {}),
       labels: raw.labels ?? {},
       ...(ci ? { ci } : {}),
+      ...(publish ? { publish: { oci: publish } } : {}),
       files: [
         ...new Set([
           base.kind === 'file' ? base.file : undefined,
@@ -199,6 +213,56 @@ export async function readProfile(
         .sort(),
     },
   };
+}
+
+/** A profile that runs a pushed template: no base, no provisioning, nothing to build. */
+function readFollower(
+  raw: RawProfile,
+  name: string,
+  source: string,
+  dir: string,
+  file: string,
+  error: (where: string, message: string) => void,
+): ReadProfile | undefined {
+  for (const key of ['base', 'provision', 'guest', 'rebuild', 'publish'] as const)
+    if (raw[key] !== undefined)
+      error(`/${key}`, `"${key}" has no meaning with "template": the pushed template brings its own`);
+  const ref = ociRef('/template/oci', raw.template!.oci, error, false);
+  if (!ref) return undefined;
+  return {
+    name,
+    source,
+    dir,
+    file,
+    override: raw.override === true,
+    runners: raw.runners,
+    base: { kind: 'oci', ref },
+    guest: { cpus: 1, memoryMiB: 0 },
+    provision: { dir, entry: '', timeoutSeconds: 1800 },
+    rebuild: {},
+    labels: raw.labels ?? {},
+    template: { oci: ref },
+    files: [],
+  };
+}
+
+function ociRef(
+  where: string,
+  text: string,
+  error: (where: string, message: string) => void,
+  needTag: boolean,
+): string | undefined {
+  try {
+    const ref = parseReference(text);
+    if (needTag && ref.digest) {
+      error(where, 'publish to a tag, not a digest');
+      return undefined;
+    }
+    return formatReference(ref);
+  } catch (err) {
+    error(where, (err as Error).message);
+    return undefined;
+  }
 }
 
 /** Bounds of a profile's durations (seconds): a build needs a second at least and a week at most. */
@@ -250,7 +314,7 @@ async function listFiles(dir: string): Promise<{ files: string[]; rejected: stri
 }
 
 async function readBase(
-  raw: RawProfile['base'],
+  raw: NonNullable<RawProfile['base']>,
   error: (where: string, message: string) => void,
   path: (where: string, reference: string | undefined) => Promise<string | undefined>,
 ): Promise<BaseSpec | undefined> {

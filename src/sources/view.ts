@@ -11,7 +11,9 @@
 export type BaseSpec =
   | { kind: 'file'; file: string }
   | { kind: 'url'; url: string; sha256: string }
-  | { kind: 'checksums'; url: string; checksums: string };
+  | { kind: 'checksums'; url: string; checksums: string }
+  /** Only for profiles that follow a pushed template (`template: {oci}`): they build nothing. */
+  | { kind: 'oci'; ref: string };
 
 /** How a guest reaches the network: `user` (QEMU user-mode, the default), a libvirt network or a host bridge. */
 export type GuestNetwork = 'user' | { network: string } | { bridge: string };
@@ -88,6 +90,10 @@ export interface CompiledProfile {
   rollout?: { drainTimeoutSeconds: number };
   /** Absent: the runners are not registered with any CI system. */
   ci?: CiSpec;
+  /** Runners come from a template pushed to this OCI reference; nothing is built (docs/oci-format.md). */
+  template?: { oci: string; /** Set each pass from the registry: the digest the tag points at. */ digest?: string };
+  /** Newly promoted templates are pushed to this OCI reference. */
+  publish?: { oci: string };
   inputs: InputFile[];
   /** sha256 over everything that goes into the image (not the runner count). */
   inputsHash: string;

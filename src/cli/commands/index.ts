@@ -5,7 +5,10 @@ import { historyCommand } from './history.js';
 import { inspectCommand } from './inspect.js';
 import { logsCommand } from './logs.js';
 import { gitlabCommand } from './gitlab.js';
+import { loginCommand, logoutCommand } from './login.js';
 import { planCommand } from './plan.js';
+import { pullCommand } from './pull.js';
+import { pushCommand } from './push.js';
 import { reconcileCommand } from './reconcile.js';
 import { serveCommand } from './serve.js';
 import { sourcesCommand } from './sources.js';
@@ -28,5 +31,9 @@ export function commands(): Command[] {
     gcCommand,
     gitlabCommand,
     serveCommand,
+    pushCommand,
+    pullCommand,
+    loginCommand,
+    logoutCommand,
   ];
 }

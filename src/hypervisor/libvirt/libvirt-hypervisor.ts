@@ -30,6 +30,7 @@ import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
 import { backingChain, createOverlay, IMAGE_MODE, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
+import { exportTemplate, hasBase, importTemplate, type TemplateIoContext } from './template-io.js';
 import { buildRunnerSeed, buildSeedIso } from './seed.js';
 import { createGuestAgent, type GuestAgent } from './guest-agent.js';
 import { parseDomstate, verdictFor } from './status.js';
@@ -360,6 +361,26 @@ export class LibvirtHypervisor implements Hypervisor {
 
   filesInUse(): Promise<Set<string>> {
     return filesInUse({ virsh: this.virsh, layout: this.layout, log: this.log, prefix: this.prefix });
+  }
+
+  get templates(): NonNullable<Hypervisor['templates']> {
+    const io: TemplateIoContext = {
+      virsh: this.virsh,
+      exec: this.exec,
+      prefix: this.prefix,
+      layout: this.layout,
+      domainType: this.domainType,
+    };
+    return {
+      export: (name) => exportTemplate(io, name),
+      hasBase: (version) => hasBase(io, version),
+      stagingDir: (key) => path.join(this.layout.root, 'staging', key),
+      import: async (req) => {
+        await this.ensureDirs();
+        await importTemplate(io, req);
+        this.log.info({ guest: req.name }, 'template imported');
+      },
+    };
   }
 
   /** What corral wrote down of the guest's serial console; a record it may not read is a HostError. */
