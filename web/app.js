@@ -134,6 +134,22 @@ function buildLink(build) {
   return h('a', { href: `#/build/${encodeURIComponent(build.name)}`, class: 'mono' }, build.gen || build.name);
 }
 
+/** The profile's CI summary in one line, as `corral status` words it. */
+function profileCi(p) {
+  if (!p.ci) return 'no CI';
+  const parts = [p.ci.system];
+  if (p.ci.busy !== null) parts.push(`${p.ci.busy} busy`);
+  if (p.ci.failing) parts.push(`FAILING: ${p.ci.failing}`);
+  if (p.ci.orphans.length > 0) parts.push(`orphaned registrations: ${p.ci.orphans.join(', ')}`);
+  return parts.join(', ');
+}
+
+function runnerCiClass(ci) {
+  if (!ci) return 'muted';
+  if (ci.busy) return 'ok';
+  return /^(failing|not registered|unknown)/.test(ci.state) ? 'warn' : '';
+}
+
 function profileCard(p) {
   const t = p.template;
   const ratio = p.runners.desired > 0 ? Math.min(1, p.runners.ready / p.runners.desired) : 1;
@@ -180,7 +196,7 @@ function profileCard(p) {
         p.runners.running !== p.runners.ready ? ` (${p.runners.running} running)` : '',
       ),
       h('dt', {}, 'CI'),
-      h('dd', { class: 'muted' }, p.ci ?? 'not reported'),
+      h('dd', { 'data-testid': 'ci', class: p.ci ? (p.ci.failing ? 'warn' : '') : 'muted' }, profileCi(p)),
       h('dt', {}, 'last build'),
       h(
         'dd',
@@ -356,7 +372,7 @@ async function renderProfile(main, name) {
             h('td', {}, h('a', { href: `#/runner/${encodeURIComponent(r.name)}`, class: 'mono' }, r.name)),
             h('td', { class: r.state === 'running' ? 'ok' : 'warn' }, r.state),
             h('td', { class: 'mono' }, r.template, r.current ? '' : h('span', { class: 'badge warn' }, 'outdated')),
-            h('td', { class: 'muted' }, r.ci ?? 'not reported'),
+            h('td', { 'data-testid': 'runner-ci', class: runnerCiClass(r.ci) }, r.ci ? r.ci.state : 'no CI'),
           ),
         ),
       ),
@@ -489,7 +505,7 @@ async function renderRunner(main, name, again) {
       h('dt', {}, 'created'),
       h('dd', {}, time(r.createdAt)),
       h('dt', {}, 'CI'),
-      h('dd', { class: 'muted' }, r.ci ?? 'not reported'),
+      h('dd', { class: runnerCiClass(r.ci) }, r.ci ? `${r.ci.system}: ${r.ci.state}` : 'no CI'),
     ),
   );
   if (again) return void main.querySelector('#runner-header').replaceWith(header);

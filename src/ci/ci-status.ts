@@ -1,12 +1,16 @@
 /**
- * Each runner's CI state for `status`, from what corral already knows: the last pass's view of
+ * Each runner's CI state for `status` and the HTTP console, from what corral already knows: the last pass's view of
  * GitHub (ci-state.json), the GitLab claims and the CI back-off. `status` never calls a CI system.
  */
 import type { CiOutage } from '../plan/types.js';
 import type { ObservedGuest } from '../hypervisor/hypervisor.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { CiState } from '../state/ci-state.js';
-import type { Claim } from '../state/claims.js';
+import { ClaimStore, type Claim } from '../state/claims.js';
+import { readCiState } from '../state/ci-state.js';
+import { CiOutageStore } from '../state/ci-outages.js';
+import { formatOutage } from '../plan/plan.js';
+import type { HostConfig } from '../config/host-config.js';
 
 export interface RunnerCiState {
   name: string;
@@ -65,4 +69,68 @@ export function runnerCiStates(input: {
     runners: names.map((name) => ({ name, state: input.outage ? 'failing: register hook' : 'registered (hook)' })),
     orphans: [],
   };
+}
+
+/** What corral already knows about the CI systems, read once per `status` or console snapshot. */
+export interface CiFacts {
+  /** This host's name in registrations (`<runner>@<host>`). */
+  host: string;
+  ciState: CiState | undefined;
+  claims: Claim[];
+  outages: Record<string, CiOutage>;
+}
+
+export interface ProfileCiSummary {
+  system: NonNullable<CompiledProfile['ci']>['kind'];
+  /** The CI back-off the profile is under (runner creation waits), or null. */
+  failing: string | null;
+  /** Runners a CI job holds now; null when the system cannot tell (hooks, no GitHub sweep yet). */
+  busy: number | null;
+  runners: RunnerCiState[];
+  orphans: string[];
+}
+
+/**
+ * A profile's CI summary, shared by `corral status` and the HTTP console so both say the same:
+ * null for a profile without `ci:`.
+ */
+export function profileCiSummary(
+  profile: CompiledProfile,
+  runners: ObservedGuest[],
+  facts: CiFacts,
+): ProfileCiSummary | null {
+  if (!profile.ci) return null;
+  const outage = facts.outages[profile.name];
+  const states = runnerCiStates({
+    profile,
+    runners,
+    host: facts.host,
+    ciState: facts.ciState,
+    claims: facts.claims,
+    outage,
+  });
+  const known =
+    profile.ci.kind === 'gitlab' ||
+    (profile.ci.kind === 'github' && !!facts.ciState?.scopes.some((s) => s.profiles.includes(profile.name)));
+  return {
+    system: profile.ci.kind,
+    failing: outage ? formatOutage(outage) : null,
+    busy: known ? states.runners.filter(isBusy).length : null,
+    ...states,
+  };
+}
+
+/** GitLab's `busy (claimed by job …)` and GitHub's `registered (busy)`. */
+export function isBusy(runner: RunnerCiState): boolean {
+  return runner.state.startsWith('busy') || runner.state === 'registered (busy)';
+}
+
+/** Reads the CI facts from the state dir (never from a CI system). */
+export async function readCiFacts(config: HostConfig): Promise<CiFacts> {
+  const [ciState, claims, outages] = await Promise.all([
+    readCiState(config.stateDir),
+    new ClaimStore(config.stateDir).list(),
+    new CiOutageStore(config.stateDir, config.ci.backoff).read(),
+  ]);
+  return { host: config.ci.host, ciState, claims, outages };
 }

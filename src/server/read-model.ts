@@ -8,6 +8,7 @@ import { createdAt, newestFirst } from '../plan/gen-time.js';
 import type { BackoffEntry, Plan, Wait } from '../plan/types.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import { backoffStores } from '../reconcile/runtime.js';
+import { profileCiSummary, isBusy, readCiFacts, type CiFacts, type ProfileCiSummary } from '../ci/ci-status.js';
 import { BackoffStore } from '../state/backoff-store.js';
 import { readCurrentView } from '../state/compiled-store.js';
 import type { Event, EventLog } from '../state/events.js';
@@ -69,9 +70,10 @@ export interface ProfileSummary {
     ageSeconds: number;
     baseVersion: string;
   } | null;
+  /** `busy`: runners a CI job holds now (= `ci.busy`); null without `ci:` or when the CI system cannot tell. */
   runners: { desired: number; ready: number; running: number; busy: number | null };
-  /** CI state of the runners: null until a CI integration reports it. */
-  ci: null;
+  /** The profile's CI system and each runner's state there, as `corral status` shows it; null without `ci:`. */
+  ci: ProfileCiSummary | null;
   building: BuildSummary | null;
   lastBuild: BuildSummary | null;
   pending: PendingReason[];
@@ -99,12 +101,13 @@ export async function readSnapshot(deps: ReadDeps): Promise<Snapshot> {
   const { config } = deps;
   const now = deps.clock();
   const hypervisor = await deps.hypervisor();
-  const [stored, holder, events, backoff, requests] = await Promise.all([
+  const [stored, holder, events, backoff, requests, ciFacts] = await Promise.all([
     readCurrentView(config.stateDir),
     readLockHolder(config.stateDir),
     deps.events.recent(HISTORY_EVENTS),
     new BackoffStore(config.stateDir, config.backoff).read(),
     new RebuildRequests(config.stateDir).read(),
+    readCiFacts(config),
   ]);
   const live = holder && isAlive(holder) ? holder : undefined;
   const view = stored ?? (await deps.preview?.().catch(() => undefined));
@@ -125,7 +128,14 @@ export async function readSnapshot(deps: ReadDeps): Promise<Snapshot> {
   const watchFile = live ? await readWatchStatus(config.stateDir) : undefined;
   const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
   const profiles = (view?.profiles ?? []).map((p) =>
-    summarize(p, observed.guests, { plan, events, backoff: backoff[p.name], requestedAt: requests[p.name], now }),
+    summarize(p, observed.guests, {
+      plan,
+      events,
+      backoff: backoff[p.name],
+      requestedAt: requests[p.name],
+      now,
+      ciFacts,
+    }),
   );
   return {
     generatedAt: now.toISOString(),
@@ -147,7 +157,14 @@ function lockInfo(holder: LockHolder): NonNullable<Snapshot['lock']> {
 function summarize(
   p: CompiledProfile,
   all: ObservedGuest[],
-  ctx: { plan: Plan | undefined; events: Event[]; backoff?: BackoffEntry; requestedAt?: string; now: Date },
+  ctx: {
+    plan: Plan | undefined;
+    events: Event[];
+    backoff?: BackoffEntry;
+    requestedAt?: string;
+    now: Date;
+    ciFacts: CiFacts;
+  },
 ): ProfileSummary {
   const guests = all.filter((g) => g.profile === p.name);
   const templates = guests.filter((g) => g.role === 'template').sort(newestFirst);
@@ -156,6 +173,7 @@ function summarize(
   const history = buildHistory(p.name, guests, ctx.events, ctx.now);
   const building = history.find((b) => b.status === 'running') ?? null;
   const lastBuild = history.find((b) => b.status !== 'running') ?? null;
+  const ci = profileCiSummary(p, runners, ctx.ciFacts);
   return {
     name: p.name,
     source: p.source,
@@ -175,9 +193,9 @@ function summarize(
       desired: p.runners,
       ready: runners.filter((r) => r.state === 'running' && r.meta.gen === liveTemplate?.gen).length,
       running: runners.filter((r) => r.state === 'running').length,
-      busy: null,
+      busy: ci?.busy ?? null,
     },
-    ci: null,
+    ci,
     building,
     lastBuild,
     pending: (ctx.plan?.waits ?? []).filter((w) => w.profile === p.name).map(pendingReason),
@@ -278,13 +296,16 @@ export interface RunnerInfo {
   createdAt: string;
   /** Whether it is a clone of the profile's current template. */
   current: boolean;
-  /** The CI system's view of the runner (idle, busy, …): null until a CI integration reports it. */
-  ci: null;
+  /** The runner's state in its profile's CI system, as `corral status` shows it; null without `ci:`. */
+  ci: { system: ProfileCiSummary['system']; state: string; busy: boolean } | null;
 }
 
 export function runnersOf(snapshot: Snapshot, profile?: string): RunnerInfo[] {
   const { observed, view } = snapshot.internal;
   const hashes = new Map((view?.profiles ?? []).map((p) => [p.name, p.inputsHash]));
+  const ciOf = new Map<string, NonNullable<RunnerInfo['ci']>>();
+  for (const p of snapshot.profiles)
+    for (const r of p.ci?.runners ?? []) ciOf.set(r.name, { system: p.ci!.system, state: r.state, busy: isBusy(r) });
   return observed.guests
     .filter((g) => g.role === 'runner' && (profile === undefined || g.profile === profile))
     .sort((a, b) => a.profile.localeCompare(b.profile) || (a.index ?? 0) - (b.index ?? 0))
@@ -296,7 +317,7 @@ export function runnersOf(snapshot: Snapshot, profile?: string): RunnerInfo[] {
       template: r.meta.gen,
       createdAt: r.meta.createdAt,
       current: hashes.get(r.profile) === r.meta.inputsHash,
-      ci: null,
+      ci: ciOf.get(r.name) ?? null,
     }));
 }
 

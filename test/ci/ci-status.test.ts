@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runnerCiStates } from '../../src/ci/ci-status.js';
+import { profileCiSummary, runnerCiStates } from '../../src/ci/ci-status.js';
 import type { CiSpec } from '../../src/sources/view.js';
 import { aProfile, aRunner } from '../builders/guests.js';
 
@@ -83,5 +83,39 @@ describe("each runner's CI state for status", () => {
       claims: [{ runner: 'ci-runner-tiny.1', profile: 'tiny', job: '42', claimedAt: 'T', guestCreatedAt: '' }],
     });
     expect(result.runners.map((r) => r.state)).toEqual(['busy (claimed by job 42 at T)', 'idle']);
+  });
+
+  it('the profile summary counts busy runners where the system can tell, and is null without ci:', () => {
+    const runners = [aRunner().index_(1).build(), aRunner().index_(2).build()];
+    const facts = {
+      host: 'h',
+      ciState: undefined,
+      outages: {},
+      claims: [{ runner: 'ci-runner-tiny.1', profile: 'tiny', job: '42', claimedAt: 'T', guestCreatedAt: '' }],
+    };
+    const gitlab = { ...aProfile().build(), ci: { kind: 'gitlab' as const, buildsDir: '/b', cacheDir: '/c' } };
+    expect(profileCiSummary(gitlab, runners, facts)).toMatchObject({ system: 'gitlab', busy: 1, failing: null });
+    // GitHub before any sweep, and hooks: the system cannot tell who is busy.
+    expect(profileCiSummary({ ...aProfile().build(), ci: github }, runners, facts)?.busy).toBeNull();
+    const swept = {
+      ...facts,
+      ciState: {
+        updatedAt: '',
+        scopes: [
+          {
+            profiles: ['tiny'],
+            scope: 'acme',
+            checkedAt: '',
+            registrations: [
+              { id: 1, name: 'ci-runner-tiny.1@h', status: 'online', busy: true },
+              { id: 2, name: 'ci-runner-tiny.2@h', status: 'online', busy: false },
+            ],
+            deletedOrphans: [],
+          },
+        ],
+      },
+    };
+    expect(profileCiSummary({ ...aProfile().build(), ci: github }, runners, swept)?.busy).toBe(1);
+    expect(profileCiSummary(aProfile().build(), runners, facts)).toBeNull();
   });
 });

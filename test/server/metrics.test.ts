@@ -58,7 +58,7 @@ describe('corral serve: /metrics in Prometheus text format', () => {
     expect(sample(families, 'corral_runners_desired', { profile: 'web' })?.value).toBe('2');
     expect(sample(families, 'corral_runners_desired', { profile: 'bad' })?.value).toBe('1');
     expect(sample(families, 'corral_runners_ready', { profile: 'bad' })?.value).toBe('0');
-    // No CI integration reports busy runners yet: the family is declared, with no series.
+    // No profile here has a ci: section: the family is declared, with no series (test/server/ci-state.test.ts fills it).
     expect(families.get('corral_runners_busy')?.metrics ?? []).toEqual([]);
     expect(
       Number(sample(families, 'corral_template_age_seconds', { profile: 'web', current: 'true' })?.value),
@@ -86,6 +86,7 @@ describe('corral serve: /metrics in Prometheus text format', () => {
       'the passes to end',
     );
     const file = join(served.stateDir, 'memory-hypervisor.json');
+    const shutOffAt = Date.now();
     const state = JSON.parse(await readFile(file, 'utf8')) as MemoryState;
     state.guests.find((g) => g.name === 'ci-runner-web.1')!.state = 'shutoff';
     await writeFile(`${file}.tmp`, JSON.stringify(state));
@@ -101,8 +102,11 @@ describe('corral serve: /metrics in Prometheus text format', () => {
       10_000,
       'a replacement latency sample',
     );
+    const sampledWithinSeconds = (Date.now() - shutOffAt) / 1000;
     const latency = Number(sample(after, 'corral_runner_replacement_latency_seconds_sum', { profile: 'web' })?.value);
-    expect(latency).toBeGreaterThan(0.5);
-    expect(latency).toBeLessThan(10);
+    // Measured between what the feed saw (it looks every 500 ms), so only bounded by the wall time
+    // from the shut-off to the sample: above zero, and no longer than that.
+    expect(latency).toBeGreaterThan(0);
+    expect(latency).toBeLessThanOrEqual(sampledWithinSeconds);
   });
 });

@@ -25,6 +25,10 @@ export interface Served {
 
 export interface ServeOptions {
   profiles?: Record<string, number>;
+  /** Extra profile.yaml fields per profile (a `ci:` section, …). */
+  profileYaml?: Record<string, Record<string, unknown>>;
+  /** Extra corral.yaml fields. */
+  hostYaml?: Record<string, unknown>;
   buildMs?: number;
   outcomes?: string;
   tokenFile?: boolean;
@@ -39,11 +43,15 @@ export async function startServe(opts: ServeOptions = {}): Promise<Served> {
 export async function aServeRoot(opts: ServeOptions = {}): Promise<{ root: string; file: string }> {
   const root = await tempRoot('corral-serve-');
   for (const [name, runners] of Object.entries(opts.profiles ?? { web: 2 }))
-    await aProfileDir(join(root, 'profiles'), name).runners(runners).write();
+    await aProfileDir(join(root, 'profiles'), name)
+      .runners(runners)
+      .yaml(opts.profileYaml?.[name] ?? {})
+      .write();
   await writeFile(join(root, 'token'), `${TOKEN}\n`);
   const config = aHostConfig(root)
     .source('local', 'profiles')
-    .set({ server: { listen: '127.0.0.1:0', ...(opts.tokenFile === false ? {} : { tokenFile: 'token' }) } });
+    .set({ server: { listen: '127.0.0.1:0', ...(opts.tokenFile === false ? {} : { tokenFile: 'token' }) } })
+    .set(opts.hostYaml ?? {});
   return { root, file: await config.write() };
 }
 

@@ -13,9 +13,7 @@ import { formatBytes } from '../../util/size.js';
 import { oneLine } from '../../util/escape.js';
 import { EXIT, type Command } from '../command.js';
 import { openRuntime, previewView } from '../../reconcile/runtime.js';
-import { formatOutage } from '../../plan/plan.js';
-import { readCiState } from '../../state/ci-state.js';
-import { runnerCiStates } from '../../ci/ci-status.js';
+import { profileCiSummary, readCiFacts } from '../../ci/ci-status.js';
 
 export const statusCommand: Command = {
   name: 'status',
@@ -50,11 +48,7 @@ export const statusCommand: Command = {
       { absentSources: absent.map((a) => ({ dir: a.dir, until: a.graceUntil })) },
     );
     const events = await runtime.events.recent(2000);
-    const [ciState, claims, outages] = await Promise.all([
-      readCiState(ctx.config.stateDir),
-      runtime.claims.list(),
-      runtime.ciOutages.read(),
-    ]);
+    const ciFacts = await readCiFacts(ctx.config);
     const watchFile = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
     // Only the live watch's own report counts: one left by a crashed watch is stale.
     const watch = watchFile?.pid === live?.pid ? watchFile : undefined;
@@ -102,20 +96,7 @@ export const statusCommand: Command = {
             }
           : null,
         lastBuild: last ? { time: last.time, ok: last.ok, ...(last.error ? { error: last.error } : {}) } : null,
-        ci: p.ci
-          ? {
-              system: p.ci.kind,
-              failing: outages[p.name] ? formatOutage(outages[p.name]!) : null,
-              ...runnerCiStates({
-                profile: p,
-                runners,
-                host: ctx.config.ci.host,
-                ciState,
-                claims,
-                outage: outages[p.name],
-              }),
-            }
-          : null,
+        ci: profileCiSummary(p, runners, ciFacts),
         pending: plan.waits
           .filter((w) => w.profile === p.name)
           .map((w) => ({ kind: w.kind, reason: w.reason, ...(w.until ? { until: w.until } : {}) })),
