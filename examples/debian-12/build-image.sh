@@ -36,7 +36,7 @@ sources=/etc/apt/sources.list.d/debian.sources
 [[ -f "$sources" ]] || sources=/etc/apt/sources.list
 
 mmdebstrap --quiet --variant=minbase --mode=root \
-  --include=systemd,systemd-sysv,udev,dbus,cloud-init,linux-image-cloud-amd64,iproute2,ifupdown,isc-dhcp-client,openssh-server,cloud-guest-utils,e2fsprogs \
+  --include=systemd,systemd-sysv,udev,dbus,cloud-init,linux-image-cloud-amd64,iproute2,ifupdown,isc-dhcp-client,openssh-server,cloud-guest-utils,e2fsprogs,qemu-guest-agent \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --aptopt='APT::Install-Recommends "false"' \

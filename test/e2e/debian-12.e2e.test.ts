@@ -5,7 +5,7 @@
  * their own hostname, machine-id and SSH host keys, and a provision edit that rolls them with a
  * ready runner at every moment. Lean on purpose: each Debian boot costs ~30 s of TCG.
  */
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -24,6 +24,8 @@ beforeAll(async () => {
   libvirtd = await startLibvirtd();
   root = await mkdtemp(join(tmpdir(), 'corral-debian-'));
   await cp(EXAMPLE, profile(), { recursive: true, filter: (src) => !src.endsWith('build-image.sh') });
+  // Also a GitLab pool, so a job can be run on a distribution runner (issue: CI systems).
+  await appendFile(join(profile(), 'profile.yaml'), 'ci: { gitlab: {} }\n');
   await writeFile(
     join(root, 'corral.yaml'),
     [
@@ -139,5 +141,32 @@ describe('debian-12 example under TCG', { timeout: 1_200_000 }, () => {
     expectDistinct(await Promise.all(v2.map(identityOf)), v2);
     const plan = await corral(['plan', '--detailed-exitcode']);
     expect(plan.exitCode, plan.stdout).toBe(0);
+
+    // A GitLab job on a distribution runner: the script runs through Debian's qemu-guest-agent.
+    const job = await mkdtemp(join(root, 'job-'));
+    const exitFile = join(job, 'exit-code');
+    const env = {
+      CUSTOM_ENV_CI_JOB_ID: '7',
+      CUSTOM_ENV_CI_JOB_IMAGE: 'debian-12',
+      BUILD_FAILURE_EXIT_CODE: '11',
+      SYSTEM_FAILURE_EXIT_CODE: '12',
+      BUILD_EXIT_CODE_FILE: exitFile,
+    };
+    const gitlab = (stage: string, extra: string[] = []) =>
+      execa('node', [BIN, 'gitlab', stage, '--config', join(root, 'corral.yaml'), ...extra], {
+        reject: false,
+        env: { CORRAL_LOG_LEVEL: 'warn', ...env },
+      });
+    const prepared = await gitlab('prepare');
+    expect(prepared.exitCode, prepared.stderr).toBe(0);
+    await writeFile(
+      join(job, 'build_script'),
+      '#!/bin/bash\necho "on $(hostname) as $(id -un)"\ngrep -c . /etc/os-release >/dev/null && echo os-ok\nexit 3\n',
+    );
+    const build = await gitlab('run', [join(job, 'build_script'), 'build_script']);
+    expect(build.stdout).toMatch(/on ci-runner-debian-12-\d+ as root\nos-ok/);
+    expect(build.exitCode, build.stderr).toBe(11);
+    expect(await readFile(exitFile, 'utf8')).toBe('3');
+    expect((await gitlab('cleanup')).exitCode).toBe(0);
   });
 });
