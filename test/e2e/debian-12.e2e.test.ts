@@ -164,7 +164,7 @@ describe('debian-12 example under TCG', { timeout: 1_200_000 }, () => {
       '#!/bin/bash\necho "on $(hostname) as $(id -un)"\ngrep -c . /etc/os-release >/dev/null && echo os-ok\nexit 3\n',
     );
     const build = await gitlab('run', [join(job, 'build_script'), 'build_script']);
-    expect(build.stdout).toMatch(/on ci-runner-debian-12-\d+ as root\nos-ok/);
+    expect(build.stdout, `${build.exitCode} ${build.stderr}`).toMatch(/on ci-runner-debian-12-\d+ as root\nos-ok/);
     expect(build.exitCode, build.stderr).toBe(11);
     expect(await readFile(exitFile, 'utf8')).toBe('3');
     expect((await gitlab('cleanup')).exitCode).toBe(0);
