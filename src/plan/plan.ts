@@ -25,10 +25,14 @@ export function plan(input: PlanInput): Plan {
   const waits: Wait[] = [];
   // A guest we did not create may sit on a name we would give a runner: never create over it.
   const taken = new Set(observed.unrecognized.map((u) => u.name));
+  const booting: string[] = [];
+  const draining: string[] = [];
   for (const profile of profiles) {
     const result = planProfile(profile, byProfile.get(profile.name) ?? [], ctx, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
+    booting.push(...result.booting);
+    draining.push(...result.draining);
     byProfile.delete(profile.name);
   }
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
@@ -42,7 +46,7 @@ export function plan(input: PlanInput): Plan {
   for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
   for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
   const requeue = earliest(ctx.wakes, now);
-  return { actions, waits, unrecognized, ...(requeue ? { requeue } : {}) };
+  return { actions, waits, unrecognized, booting, draining, ...(requeue ? { requeue } : {}) };
 }
 
 interface Ctx {
@@ -69,7 +73,7 @@ function planProfile(
   guests: ObservedGuest[],
   ctx: Ctx,
   taken: ReadonlySet<string>,
-): { actions: Action[]; waits: Wait[] } {
+): { actions: Action[]; waits: Wait[]; booting: string[]; draining: string[] } {
   const { now, policy, facts } = ctx;
   const actions: Action[] = [];
   const waits: Wait[] = [];
@@ -167,7 +171,9 @@ function planProfile(
         ...base,
         kind: 'build-backoff',
         until: backoff.until,
-        reason: `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
+        reason: backoff.host
+          ? `${needReason}; backing off after a host problem until ${backoff.until} (${backoff.failures} failure(s); last: ${backoff.lastError})`
+          : `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
       });
     } else {
       const gen = freshGen(now, profile.inputsHash, guests);
@@ -207,7 +213,7 @@ function planProfile(
       reason: `beyond keepTemplates (${policy.keepTemplates}) and no runner uses it`,
     });
   }
-  return { actions, waits };
+  return { actions, waits, booting: runnerPlan.booting, draining: runnerPlan.draining };
 }
 
 /** Guests of a profile that no source declares any more (removed or masked). */
