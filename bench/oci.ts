@@ -5,7 +5,9 @@
  * a usable disk for both. Also: an unchanged push with and without the chunk cache, and the zstd
  * binding against the `zstd` binary through execa.
  *
- * Fair by construction: every contender moves the same disk; the contenders take turns within
+ * Fair by construction: every contender moves the same disk and runs as processes of its own,
+ * timed whole (corral's push and pull through bench/oci-child.ts, as `corral push`/`pull` run,
+ * Node's start-up included); the contenders take turns within
  * each run (cp, corral, skopeo), so a machine whose load drifts hurts them alike; before each
  * timed read of a file the file is read once, so each starts from the same warm page cache; each
  * push goes to a fresh registry that has nothing yet. Both push paths start from the disk file and
@@ -23,10 +25,10 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { ChunkCache } from '../src/oci/chunk-cache.js';
 import { RegistryClient } from '../src/oci/client.js';
-import { fetchImage, pullImage } from '../src/oci/pull.js';
 import { pushImage, type PushOptions } from '../src/oci/push.js';
 import { DEFAULT_CHUNK_SIZE, ZSTD_LEVEL } from '../src/oci/format.js';
 import { compressChunk, decompressChunk } from '../src/oci/zstd.js';
@@ -60,13 +62,22 @@ interface Timed {
   ownCpuMs: number;
 }
 
-/** Times `fn`, and the registry's and this process's CPU time during it. */
+/** Times `fn`, and the registry's CPU time during it. */
 async function timed<T>(registry: Registry, fn: () => Promise<T>): Promise<Timed & { value: T }> {
   const cpu0 = registry.cpuMs();
-  const own0 = process.cpuUsage();
   const { ms, value } = await timeMs(fn);
-  const own = process.cpuUsage(own0);
-  return { ms, registryCpuMs: registry.cpuMs() - cpu0, ownCpuMs: (own.user + own.system) / 1000, value };
+  return { ms, registryCpuMs: registry.cpuMs() - cpu0, ownCpuMs: 0, value };
+}
+
+/** A corral push or pull in a process of its own (bench/oci-child.ts), timed as a whole. */
+async function corral(
+  registry: Registry,
+  args: [op: 'push' | 'pull', repository: string, tag: string, target: string],
+): Promise<Timed & { value: { digest?: string } }> {
+  const child = fileURLToPath(new URL('./oci-child.js', import.meta.url));
+  const t = await timed(registry, () => execa('node', [child, args[0], registry.host, ...args.slice(1)]));
+  const out = JSON.parse(t.value.stdout) as { stats: { digest?: string }; cpuMs: number };
+  return { ms: t.ms, registryCpuMs: t.registryCpuMs, ownCpuMs: out.cpuMs, value: out.stats };
 }
 
 export async function benchOci(): Promise<BenchResult[]> {
@@ -104,21 +115,14 @@ export async function benchOci(): Promise<BenchResult[]> {
       await rm(join(work, 'copy.raw'));
 
       let registry = await fresh();
-      const client = new RegistryClient(registry.host, { credentials: anonymous });
       const repo = `bench/disk${i}`;
       await warm(disk);
-      const pushed = await timed(registry, () => pushImage(files, {}, pushOpts(client, repo, 'v1')));
+      const pushed = await corral(registry, ['push', repo, 'v1', disk]);
       push.push(pushed);
-      lastDigest = pushed.value.digest;
+      lastDigest = pushed.value.digest ?? '';
       const staging = join(work, `pull${i}`);
-      pull.push(
-        await timed(registry, async () => {
-          const image = await fetchImage(client, repo, 'v1');
-          return pullImage(image!, staging, { client, repository: repo, concurrency: 4 });
-        }),
-      );
+      pull.push(await corral(registry, ['pull', repo, 'v1', staging]));
       await rm(staging, { recursive: true });
-      client.close();
       await registry.stop();
 
       registry = await fresh();
