@@ -184,8 +184,20 @@ async function pushOnce(
           stats.zeroChunks += record.zeroChunks;
           progress.bytesRead += entry.size;
           progress.chunksSeen += record.layers.length;
-          for (const layer of record.layers) {
+          for (const recorded of record.layers) {
             if (failed) break;
+            // The record's layers, under this push's name for the file (the same file may be a
+            // base image's `disk` in one push and a template's `base` in the next).
+            const a = recorded.annotations ?? {};
+            const layer = chunkDescriptor(
+              f.name,
+              Number(a[ANNOTATION.offset]),
+              Number(a[ANNOTATION.size]),
+              a[ANNOTATION.digest] ?? '',
+              recorded.digest,
+              recorded.size,
+              recorded.mediaType,
+            );
             layers.push(layer);
             await schedule(async () => {
               const buffer = pool.take();

@@ -82,6 +82,22 @@ describe('chunk cache', () => {
     expect(proxy.requests.filter((r) => r.method === 'HEAD')).toHaveLength(3 + 1); // three chunks and the config
   });
 
+  it('names the layers after the file as this push names it, not as the record does', async () => {
+    await push(newRepo(), { chunkCache: cache() });
+    const asBase = [{ name: 'base', path: disk, format: 'raw' }];
+    const plain = await pushImage(asBase, {}, { client, repository: newRepo(), chunkSize: CHUNK, concurrency: 2 });
+    const repo = newRepo();
+    const cached = await pushImage(
+      asBase,
+      {},
+      { client, repository: repo, chunkSize: CHUNK, concurrency: 2, chunkCache: cache() },
+    );
+    expect(cached.cachedFiles).toBe(1);
+    expect(cached.digest).toBe(plain.digest);
+    const image = await fetchImage(client, repo, cached.digest);
+    expect(new Set(image!.chunks.map((c) => c.file))).toEqual(new Set(['base']));
+  });
+
   it('reads back, re-encodes and checks what a registry lacks, and the pull gives the same bytes', async () => {
     await push(newRepo(), { chunkCache: cache() });
     const repo = newRepo();
