@@ -95,7 +95,7 @@ function world(profiles: CompiledProfile[]) {
   return { view, hypervisor, deps };
 }
 
-const seedOf = (hv: MemoryHypervisor, name: string) => hv.snapshot().guests.find((g) => g.name === name)?.seed;
+const seedOf = (hv: MemoryHypervisor, name: string) => hv.seedFiles(name);
 const registered = () => [...gh.runners.values()].map((r) => r.name).sort();
 
 describe('GitHub JIT runners in passes', () => {
@@ -105,7 +105,7 @@ describe('GitHub JIT runners in passes', () => {
     expect(registered()).toEqual(['ci-runner-tiny.1@host-a', 'ci-runner-tiny.2@host-a']);
     for (const runner of ['ci-runner-tiny.1', 'ci-runner-tiny.2']) {
       const issued = gh.issued.find((i) => i.name === `${runner}@${HOST}`);
-      expect(seedOf(hypervisor, runner)).toEqual({ 'github-jitconfig': issued?.encodedJitConfig });
+      expect(await seedOf(hypervisor, runner)).toEqual({ 'github-jitconfig': issued?.encodedJitConfig });
       expect(issued?.labels).toEqual(['self-hosted', 'X64', 'corral-tiny', 'big']);
     }
     // The secret is nowhere in the events or the CI snapshot.
@@ -123,7 +123,7 @@ describe('GitHub JIT runners in passes', () => {
     await converge(view, deps);
     const issued = gh.issued.filter((i) => i.name === 'ci-runner-tiny.1@host-a');
     expect(issued).toHaveLength(2);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'github-jitconfig': issued[1]!.encodedJitConfig });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'github-jitconfig': issued[1]!.encodedJitConfig });
     expect(issued[1]!.encodedJitConfig).not.toBe(before);
     expect(registered()).toEqual(['ci-runner-tiny.1@host-a', 'ci-runner-tiny.2@host-a']);
   });
@@ -215,7 +215,7 @@ describe('generic hooks', () => {
     };
     const { view, hypervisor, deps } = world([profileWith('tiny', hook, 1)]);
     await converge(view, deps);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'buildkite-token': 'token-for-ci-runner-tiny.1\n' });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'buildkite-token': 'token-for-ci-runner-tiny.1\n' });
     view.profiles[0]!.runners = 0;
     await converge(view, deps);
     expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([
@@ -244,6 +244,6 @@ describe('generic hooks', () => {
     await writeFile(flag, '');
     now = new Date('2026-11-27T14:05:00Z');
     await converge(view, deps);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ token: 't\n' });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ token: 't\n' });
   });
 });
