@@ -71,7 +71,12 @@ export class ClaimStore {
     return (await this.list()).find((c) => c.job === job);
   }
 
-  async release(runner: string): Promise<void> {
+  /** Drops the claim on `runner`; with `job`, only while that job still holds it. */
+  async release(runner: string, job?: string): Promise<void> {
+    if (job !== undefined) {
+      const current = (await this.list()).find((c) => c.runner === runner);
+      if (current && current.job !== job) return;
+    }
     await rm(this.file(runner), { force: true });
   }
 }
