@@ -68,6 +68,11 @@ export interface Facts {
   readonly ciOutages?: Readonly<Record<string, Readonly<CiOutage>>>;
   /** Runners a CI job holds (GitLab claims): never destroyed, replaced or rolled over by the planner. */
   readonly claimed?: readonly string[];
+  /**
+   * Claims older than the host's ci.maxJobDuration whose cleanup never came: the runner, used by a
+   * job that may have left anything behind, is destroyed and replaced.
+   */
+  readonly staleClaims?: readonly Readonly<{ runner: string; job: string; claimedAt: string }>[];
   /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
   readonly rebuildRequests?: Readonly<Record<string, string>>;
 }

@@ -13,7 +13,8 @@ import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
 import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
-import type { ClaimStore } from '../state/claims.js';
+import { isStaleClaim, type ClaimStore } from '../state/claims.js';
+import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
 import { readCiState, writeCiState } from '../state/ci-state.js';
 
@@ -104,10 +105,18 @@ export async function observeAndPlan(
     deps.claims?.list(),
     deps.rebuildRequests?.read() ?? {},
   ]);
-  // A claim holds the guest it was made on, not a later one that reuses its name.
+  // A claim holds the guest it was made on, not a later one that reuses its name; one older than
+  // ci.maxJobDuration is stale (its cleanup never came) and holds nothing.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
-  const claimed = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt).map((c) => c.runner);
+  const now = deps.clock();
+  const held = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt);
+  const maxJob = deps.config.ci?.maxJobSeconds ?? DEFAULT_MAX_JOB_SECONDS;
+  const claimed = held?.filter((c) => !isStaleClaim(c, now, maxJob)).map((c) => c.runner);
+  const staleClaims = held
+    ?.filter((c) => isStaleClaim(c, now, maxJob))
+    .map((c) => ({ runner: c.runner, job: c.job, claimedAt: c.claimedAt }));
   const facts: Facts = {
+    ...(staleClaims && staleClaims.length > 0 ? { staleClaims } : {}),
     ...(ciOutages ? { ciOutages } : {}),
     ...(claimed ? { claimed } : {}),
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),

@@ -291,6 +291,25 @@ describe('gitlab run and cleanup', () => {
     expect(await cleanupStage(deps, job(1))).toBeUndefined();
   });
 
+  it('a claim older than ci.maxJobDuration (its cleanup never came) no longer holds the runner: a pass replaces it', async () => {
+    const { hypervisor, deps, passDeps, view } = await pool(2);
+    const claim = await prepareStage(deps, job(1));
+    const before = (await hypervisor.observe()).guests.find((g) => g.name === claim.runner)!.meta.createdAt;
+    const config = { ...passDeps.config, ci: { maxJobSeconds: 3600 } } as HostConfig;
+    now = new Date(now.getTime() + 3500_000);
+    await converge(view, { ...passDeps, config });
+    expect((await hypervisor.observe()).guests.find((g) => g.name === claim.runner)!.meta.createdAt).toBe(before);
+    now = new Date(now.getTime() + 200_000);
+    await converge(view, { ...passDeps, config });
+    const after = (await hypervisor.observe()).guests.find((g) => g.name === claim.runner)!.meta.createdAt;
+    expect(after).not.toBe(before);
+    const events = await passDeps.events.recent();
+    expect(events.find((e) => e.action === 'replace-runner')?.reason).toMatch(/^claim by job 1 at .* is stale/);
+    // The fresh guest is free for the next job; the late cleanup of job 1 leaves it alone.
+    await cleanupStage(deps, job(1));
+    expect((await prepareStage(deps, job(2))).runner).toBe('ci-runner-pool.1');
+  });
+
   it('a claim whose runner was replaced meanwhile: run refuses, cleanup leaves the new guest alone', async () => {
     const { hypervisor, deps, passDeps, view, claims } = await pool(1);
     const claim = await prepareStage(deps, job(1));
