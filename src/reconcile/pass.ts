@@ -12,7 +12,15 @@ import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
-import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
+import {
+  apply,
+  buildsDone,
+  retryDeregistrations,
+  type ActionResult,
+  type ApplyDeps,
+  type StartedBuild,
+} from '../apply/apply.js';
+import type { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { isStaleClaim, type ClaimStore } from '../state/claims.js';
 import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
@@ -90,6 +98,7 @@ export async function observeAndPlan(
     | 'credentials'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
+    deregistrations?: Pick<DeregistrationStore, 'read'>;
   },
   context: PassContext = {},
 ): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
@@ -97,13 +106,14 @@ export async function observeAndPlan(
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests] = await Promise.all([
+  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, deregistrations] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
     deps.ciOutages?.read(),
     deps.claims?.list(),
     deps.rebuildRequests?.read() ?? {},
+    deps.deregistrations?.read(),
   ]);
   // A claim holds the guest it was made on, not a later one that reuses its name; one older than
   // ci.maxJobDuration is stale (its cleanup never came) and holds nothing.
@@ -117,6 +127,7 @@ export async function observeAndPlan(
     .map((c) => ({ runner: c.runner, job: c.job, claimedAt: c.claimedAt }));
   const facts: Facts = {
     ...(staleClaims && staleClaims.length > 0 ? { staleClaims } : {}),
+    ...(deregistrations && Object.keys(deregistrations).length > 0 ? { pendingDeregistrations: deregistrations } : {}),
     ...(ciOutages ? { ciOutages } : {}),
     ...(claimed ? { claimed } : {}),
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
@@ -142,6 +153,10 @@ export async function observeAndPlan(
 /** One level-triggered pass: recompute everything from what is observed now, then act. */
 export async function runPass(view: CompiledView, deps: PassDeps, context: PassContext = {}): Promise<PassResult> {
   const started = deps.clock().getTime();
+  // Before planning, so the plan's waits (and the watch's requeue) see the new retry times.
+  await retryDeregistrations(new Map(view.profiles.map((p) => [p.name, p])), deps).catch((error: unknown) =>
+    deps.log.warn({ error: (error as Error).message }, 'could not retry failed deregistrations'),
+  );
   const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
   const applied = await apply(thePlan.actions, {
     ...deps,
