@@ -119,15 +119,18 @@ async function tryClaimOnce(
   job: JobEnv,
   profile: CompiledProfile,
 ): Promise<{ claim: Claim } | { why: string }> {
+  const lookedAt = deps.clock().getTime();
   const observed = await deps.hypervisor.observe();
   const guests = new Map(observed.guests.map((g) => [g.name, g]));
   const claims = await deps.claims.list();
   // prepare is retried by gitlab-runner: a claim this job already holds is reused.
   const own = claims.find((c) => c.job === job.job && guests.get(c.runner)?.meta.createdAt === c.guestCreatedAt);
   if (own) return { claim: own };
-  // Claims whose guest is gone or was recreated under the same name are stale.
+  // Claims whose guest is gone or was recreated under the same name hold nothing. Only claims
+  // made before this look are judged: a newer one may be on a guest created since.
   for (const c of claims)
-    if (guests.get(c.runner)?.meta.createdAt !== c.guestCreatedAt) await deps.claims.release(c.runner);
+    if (guests.get(c.runner)?.meta.createdAt !== c.guestCreatedAt && !(Date.parse(c.claimedAt) >= lookedAt))
+      await deps.claims.release(c.runner, c.job);
   const held = new Set((await deps.claims.list()).map((c) => c.runner));
   const pool = observed.guests.filter((g) => g.profile === profile.name && g.role === 'runner');
   const ready = pool.filter((g) => isReady(g) && !held.has(g.name)).sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
