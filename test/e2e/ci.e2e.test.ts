@@ -173,7 +173,7 @@ describe('CI on real guests', () => {
     // They waited ci.claimWait (4 s) for a runner to come free, then failed cleanly.
     for (const f of failed)
       expect(f.stderr).toMatch(
-        /no free runner of profile pool after waiting [45]s \(ci\.claimWait\): 2 runner\(s\): 2 claimed by other jobs/,
+        /no free runner of profile pool after waiting \d+s \(ci\.claimWait\): 2 runner\(s\): 2 claimed by other jobs/,
       );
     const held = ok.map((p) => /runs on (ci-runner-pool\.\d)/.exec(p.stderr)?.[1]).sort();
     expect(held).toEqual(['ci-runner-pool.1', 'ci-runner-pool.2']);
