@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
 import { FAKE_GITHUB_TOKEN, startFakeGitHub, type FakeGitHub } from '../harness/fake-github.js';
@@ -45,21 +46,11 @@ provision: { dir: provision, entry: provision.sh, timeout: 90 }
     join(root, 'profiles/pool/profile.yaml'),
     `runners: 2\n${common}ci: { gitlab: { buildsDir: /tmp/builds } }\n`,
   );
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      'hypervisor: libvirt',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'concurrency: { builds: 2, clones: 4 }',
-      // A short claim wait: the two prepares with no free runner fail after it (docs/ci.md).
-      `ci: { host: ${HOST}, backoffInitial: 1s, backoffMax: 2s, claimWait: 4s }`,
-      'sources: [{ name: test, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, [
+    'concurrency: { builds: 2, clones: 4 }',
+    // A short claim wait: the two prepares with no free runner fail after it (docs/ci.md).
+    `ci: { host: ${HOST}, backoffInitial: 1s, backoffMax: 2s, claimWait: 4s }`,
+  ]);
 }, 300_000);
 
 afterAll(async () => {
