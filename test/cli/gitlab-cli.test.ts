@@ -91,8 +91,9 @@ describe('corral gitlab on the memory backend', () => {
     const r = await corral(['gitlab', 'prepare', '--config', config], { env: env(2) });
     expect(r.exitCode).toBe(SYSTEM_FAILURE);
     expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
-    expect(r.stderr).toContain(
-      'no free runner of profile pool after waiting 3s (ci.claimWait): 1 runner(s): 1 claimed by other jobs',
+    // The wait it reports is measured: 3 s, or a little more on a loaded machine.
+    expect(r.stderr).toMatch(
+      /no free runner of profile pool after waiting \d+s \(ci\.claimWait\): 1 runner\(s\): 1 claimed by other jobs/,
     );
   }, 60_000);
 
