@@ -45,6 +45,8 @@ export function plan(input: PlanInput): Plan {
   );
   for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
   for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
+  for (const [runner, at] of Object.entries(facts.claimExpiries ?? {}))
+    ctx.wakes.push({ at, reason: `${runner}: its claim outlives ci.maxJobDuration` });
   const requeue = earliest(ctx.wakes, now);
   return { actions, waits, unrecognized, booting, draining, ...(requeue ? { requeue } : {}) };
 }

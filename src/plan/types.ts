@@ -85,6 +85,8 @@ export interface Facts {
    * job that may have left anything behind, is destroyed and replaced.
    */
   readonly staleClaims?: readonly Readonly<{ runner: string; job: string; claimedAt: string }>[];
+  /** When each live claim goes stale (ISO time, claimedAt + ci.maxJobDuration): the planner wakes then. */
+  readonly claimExpiries?: Readonly<Record<string, string>>;
   /** Failed deregistrations by runner name, retried at their retryAt (shown as `ci-deregister` waits). */
   readonly pendingDeregistrations?: Readonly<Record<string, Readonly<PendingDeregistration>>>;
   /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */

@@ -121,12 +121,22 @@ export async function observeAndPlan(
   const now = deps.clock();
   const held = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt);
   const maxJob = deps.config.ci?.maxJobSeconds ?? DEFAULT_MAX_JOB_SECONDS;
-  const claimed = held?.filter((c) => !isStaleClaim(c, now, maxJob)).map((c) => c.runner);
+  const live = held?.filter((c) => !isStaleClaim(c, now, maxJob));
+  const claimed = live?.map((c) => c.runner);
+  // A watch wakes when a live claim goes stale, not only at its next resync (a second after the
+  // bound: isStaleClaim is strict).
+  const claimExpiries = Object.fromEntries(
+    (live ?? []).flatMap((c) => {
+      const at = Date.parse(c.claimedAt);
+      return Number.isFinite(at) ? [[c.runner, new Date(at + maxJob * 1000 + 1000).toISOString()]] : [];
+    }),
+  );
   const staleClaims = held
     ?.filter((c) => isStaleClaim(c, now, maxJob))
     .map((c) => ({ runner: c.runner, job: c.job, claimedAt: c.claimedAt }));
   const facts: Facts = {
     ...(staleClaims && staleClaims.length > 0 ? { staleClaims } : {}),
+    ...(Object.keys(claimExpiries).length > 0 ? { claimExpiries } : {}),
     ...(deregistrations && Object.keys(deregistrations).length > 0 ? { pendingDeregistrations: deregistrations } : {}),
     ...(ciOutages ? { ciOutages } : {}),
     ...(claimed ? { claimed } : {}),

@@ -82,6 +82,18 @@ describe('plan: stale claims (their cleanup never came)', () => {
     expect(result.actions[0]).not.toHaveProperty('crashed');
   });
 
+  it('a live claim wakes the planner when it goes stale', () => {
+    const guests = [aTemplate().atGen(live).build(), aRunner().index_(1).onTemplate(live).build()];
+    const expires = new Date(NOW.getTime() + 3_600_000).toISOString();
+    const result = planWith(
+      guests,
+      someFacts({ claimed: ['ci-runner-tiny.1'], claimExpiries: { 'ci-runner-tiny.1': expires } }),
+      1,
+    );
+    expect(result.actions).toEqual([]);
+    expect(result.requeue).toEqual({ at: expires, reason: 'ci-runner-tiny.1: its claim outlives ci.maxJobDuration' });
+  });
+
   it('beyond the runner count it just goes', () => {
     const guests = [aTemplate().atGen(live).build(), aRunner().index_(1).onTemplate(live).build()];
     const result = planWith(
