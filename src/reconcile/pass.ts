@@ -6,6 +6,7 @@
 import type { HostConfig } from '../config/host-config.js';
 import type { Observation } from '../hypervisor/hypervisor.js';
 import { plan } from '../plan/plan.js';
+import { READY_RECHECK_MS } from '../plan/runners.js';
 import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
@@ -245,9 +246,11 @@ export async function converge(
       const now = deps.clock().getTime();
       const waitMore = pass.plan.booting.length > 0 && now - lastProgress < READY_WAIT_MS;
       if (!waitMore || stopped) return { passes, results, last: pass.plan };
-      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : deps.pollMs;
+      // What a runner says is no event: look again soon, or at the requeue when that is sooner
+      // (a requeue days away, e.g. rebuild.maxAge, must not put the look off).
+      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : READY_RECHECK_MS;
       await Promise.race([
-        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_WAIT_MS))),
+        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_RECHECK_MS))),
         deps.stopping ?? new Promise(() => undefined),
       ]);
       continue;
