@@ -45,6 +45,8 @@ export function plan(input: PlanInput): Plan {
   );
   for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
   for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
+  for (const [runner, at] of Object.entries(facts.claimExpiries ?? {}))
+    ctx.wakes.push({ at, reason: `${runner}: its claim outlives ci.maxJobDuration` });
   const requeue = earliest(ctx.wakes, now);
   return { actions, waits, unrecognized, booting, draining, ...(requeue ? { requeue } : {}) };
 }
@@ -196,6 +198,17 @@ function planProfile(
   const creationBlocked = outage && Date.parse(outage.retryAt) > ctx.now.getTime() ? formatOutage(outage) : undefined;
   if (outage && creationBlocked)
     waits.push({ ...base, kind: 'ci-outage', until: outage.retryAt, reason: creationBlocked });
+  for (const [runner, d] of Object.entries(ctx.facts.pendingDeregistrations ?? {}).sort(([a], [b]) =>
+    a.localeCompare(b),
+  )) {
+    if (d.profile !== profile.name) continue;
+    waits.push({
+      ...base,
+      kind: 'ci-deregister',
+      until: d.retryAt,
+      reason: `deregistering ${runner} failed ${d.failures} time(s) since ${d.since.slice(11, 16)}, retry at ${d.retryAt.slice(11, 16)}: ${d.lastError}`,
+    });
+  }
   const runnerPlan = planRunners(profile, runners, serving, ctx, taken, creationBlocked);
   actions.push(...runnerPlan.actions);
   waits.push(...runnerPlan.waits);

@@ -6,14 +6,24 @@
 import type { HostConfig } from '../config/host-config.js';
 import type { Observation } from '../hypervisor/hypervisor.js';
 import { plan } from '../plan/plan.js';
+import { READY_RECHECK_MS } from '../plan/runners.js';
 import type { AbsentSource, Facts, Plan, Policy } from '../plan/types.js';
 import type { BaseResolver, Resolution } from '../images/resolve.js';
 import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
-import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
-import type { ClaimStore } from '../state/claims.js';
+import {
+  apply,
+  buildsDone,
+  retryDeregistrations,
+  type ActionResult,
+  type ApplyDeps,
+  type StartedBuild,
+} from '../apply/apply.js';
+import type { DeregistrationStore } from '../state/ci-deregistrations.js';
+import { isStaleClaim, type ClaimStore } from '../state/claims.js';
+import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
 import { readCiState, writeCiState } from '../state/ci-state.js';
 
@@ -89,6 +99,7 @@ export async function observeAndPlan(
     | 'credentials'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
+    deregistrations?: Pick<DeregistrationStore, 'read'>;
   },
   context: PassContext = {},
 ): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
@@ -96,18 +107,38 @@ export async function observeAndPlan(
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests] = await Promise.all([
+  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, deregistrations] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
     deps.ciOutages?.read(),
     deps.claims?.list(),
     deps.rebuildRequests?.read() ?? {},
+    deps.deregistrations?.read(),
   ]);
-  // A claim holds the guest it was made on, not a later one that reuses its name.
+  // A claim holds the guest it was made on, not a later one that reuses its name; one older than
+  // ci.maxJobDuration is stale (its cleanup never came) and holds nothing.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
-  const claimed = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt).map((c) => c.runner);
+  const now = deps.clock();
+  const held = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt);
+  const maxJob = deps.config.ci?.maxJobSeconds ?? DEFAULT_MAX_JOB_SECONDS;
+  const live = held?.filter((c) => !isStaleClaim(c, now, maxJob));
+  const claimed = live?.map((c) => c.runner);
+  // A watch wakes when a live claim goes stale, not only at its next resync (a second after the
+  // bound: isStaleClaim is strict).
+  const claimExpiries = Object.fromEntries(
+    (live ?? []).flatMap((c) => {
+      const at = Date.parse(c.claimedAt);
+      return Number.isFinite(at) ? [[c.runner, new Date(at + maxJob * 1000 + 1000).toISOString()]] : [];
+    }),
+  );
+  const staleClaims = held
+    ?.filter((c) => isStaleClaim(c, now, maxJob))
+    .map((c) => ({ runner: c.runner, job: c.job, claimedAt: c.claimedAt }));
   const facts: Facts = {
+    ...(staleClaims && staleClaims.length > 0 ? { staleClaims } : {}),
+    ...(Object.keys(claimExpiries).length > 0 ? { claimExpiries } : {}),
+    ...(deregistrations && Object.keys(deregistrations).length > 0 ? { pendingDeregistrations: deregistrations } : {}),
     ...(ciOutages ? { ciOutages } : {}),
     ...(claimed ? { claimed } : {}),
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
@@ -133,6 +164,10 @@ export async function observeAndPlan(
 /** One level-triggered pass: recompute everything from what is observed now, then act. */
 export async function runPass(view: CompiledView, deps: PassDeps, context: PassContext = {}): Promise<PassResult> {
   const started = deps.clock().getTime();
+  // Before planning, so the plan's waits (and the watch's requeue) see the new retry times.
+  await retryDeregistrations(new Map(view.profiles.map((p) => [p.name, p])), deps).catch((error: unknown) =>
+    deps.log.warn({ error: (error as Error).message }, 'could not retry failed deregistrations'),
+  );
   const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
   const applied = await apply(thePlan.actions, {
     ...deps,
@@ -211,9 +246,11 @@ export async function converge(
       const now = deps.clock().getTime();
       const waitMore = pass.plan.booting.length > 0 && now - lastProgress < READY_WAIT_MS;
       if (!waitMore || stopped) return { passes, results, last: pass.plan };
-      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : deps.pollMs;
+      // What a runner says is no event: look again soon, or at the requeue when that is sooner
+      // (a requeue days away, e.g. rebuild.maxAge, must not put the look off).
+      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : READY_RECHECK_MS;
       await Promise.race([
-        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_WAIT_MS))),
+        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_RECHECK_MS))),
         deps.stopping ?? new Promise(() => undefined),
       ]);
       continue;

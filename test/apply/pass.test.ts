@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { converge, runPass } from '../../src/reconcile/pass.js';
+import { READY_RECHECK_MS } from '../../src/plan/runners.js';
 import { makeGen, rebuildName } from '../../src/hypervisor/names.js';
 import { HostError } from '../../src/errors.js';
 import { NOW, aProfile } from '../builders/guests.js';
@@ -110,5 +111,27 @@ describe('converge (reconcile --once)', () => {
     expect(slept).toEqual([1000, 2000, 4000]);
     expect(result.last.actions).toEqual([]);
     expect(w.hypervisor.guestNames().filter((n) => n.startsWith('ci-runner-'))).toHaveLength(2);
+  });
+
+  it('looks again every few seconds while a runner boots, however far the next requeue is', async () => {
+    // rebuild.maxAge puts the plan's requeue a week away; the demo's reconcile --once slept 10 min.
+    const profile = aProfile()
+      .runners(1)
+      .maxAge(7 * 86400)
+      .build();
+    const slept: number[] = [];
+    const w = memoryWorld({ stateDir, clock: () => NOW, ownerToken: 'me' });
+    await converge(aView([profile]), w.deps);
+    w.hypervisor.setCondition('ci-runner-tiny.1', 'booting');
+    const deps = {
+      ...w.deps,
+      sleep: async (ms: number) => {
+        slept.push(ms);
+        w.hypervisor.setCondition('ci-runner-tiny.1', 'ready');
+      },
+    };
+    const result = await converge(aView([profile]), deps);
+    expect(result.last.requeue?.reason).toMatch(/maxAge/);
+    expect(slept).toEqual([READY_RECHECK_MS]);
   });
 });

@@ -25,7 +25,12 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     watch: { debounceMs: 50, resyncSeconds: 600, absentGraceSeconds: 60, events: true },
     minFreeBytes: 0,
     gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
-    ci: { host: 'test-host', backoff: { initialSeconds: 15, maxSeconds: 600 } },
+    ci: {
+      host: 'test-host',
+      backoff: { initialSeconds: 15, maxSeconds: 600 },
+      claimWaitSeconds: 600,
+      maxJobSeconds: 21600,
+    },
     server: { host: '127.0.0.1', port: 0 },
     ...overrides,
   };
