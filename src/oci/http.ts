@@ -28,6 +28,8 @@ export interface HttpResponse {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** A connection silent this long is given up (and the request retried by the client), as fetch's 300 s timeouts did. */
+const IDLE_TIMEOUT_MS = 120_000;
 const MAX_REDIRECTS = 5;
 
 export class HttpTransport {
@@ -89,6 +91,11 @@ export class HttpTransport {
         resolve,
       );
       req.on('error', reject);
+      req.setTimeout(IDLE_TIMEOUT_MS, () =>
+        req.destroy(
+          Object.assign(new Error(`no answer from ${url.host} for ${IDLE_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' }),
+        ),
+      );
       req.end(body);
     });
   }
