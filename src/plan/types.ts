@@ -68,6 +68,20 @@ export interface Facts {
   readonly claimed?: readonly string[];
   /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
   readonly rebuildRequests?: Readonly<Record<string, string>>;
+  /** `publish: {oci}`: what each profile last pushed, and where (state/published.json). */
+  readonly published?: Readonly<Record<string, Readonly<Published>>>;
+  /** Per-profile back-off after failed publishes: no push is tried before `until`. */
+  readonly publishBackoff?: Readonly<Record<string, Readonly<BackoffEntry>>>;
+}
+
+/** The last successful publish of a profile. */
+export interface Published {
+  template: string;
+  reference: string;
+  /** Manifest digest the tag was set to. */
+  digest: string;
+  /** ISO time. */
+  at: string;
 }
 
 export interface PlanInput {
@@ -86,6 +100,13 @@ interface Base {
 
 export type Action =
   | (Base & { action: 'build'; gen: string; template: string; inputsHash: string })
+  /**
+   * A profile that follows a registry (`template: {oci}`): pull the digest its tag resolved to and
+   * land it as `template` (= guest, the name it will have). Runs in the background like a build.
+   */
+  | (Base & { action: 'pull'; gen: string; template: string; reference: string; inputsHash: string })
+  /** `publish: {oci}`: push the live template (= guest) to `reference`; background, retried with back-off until it succeeds. */
+  | (Base & { action: 'publish'; template: string; reference: string })
   | (Base & { action: 'promote'; template: string })
   | (Base & { action: 'discard' })
   | (Base & { action: 'create-runner'; template: string; templateHash: string })
@@ -103,13 +124,29 @@ export type Action =
 
 export type ActionKind = Action['action'];
 
+/** Actions that run in the background (the build queue) and count as in flight until they settle. */
+export const BACKGROUND_ACTIONS: readonly ActionKind[] = ['build', 'pull', 'publish'];
+
+/**
+ * The name a background action is tracked under in `Facts.inFlight`: its guest (the rebuild, or
+ * the template a pull lands as), except a publish, which must not look like a build or pull of
+ * its profile (it holds nothing back).
+ */
+export function inFlightKey(a: Pick<Action, 'action' | 'guest'>): string {
+  return a.action === 'publish' ? `publish:${a.guest}` : a.guest;
+}
+
 /**
  * Why a profile is not converging right now, even though nothing is to be done for it this pass.
  * `until` is when the wait ends by itself (no outside event needed); absent when only an event ends it.
  */
 export type Wait = { profile: string; reason: string; until?: string } & (
-  | { kind: 'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved' | 'ci-outage'; until: string }
-  | { kind: 'build-queued' | 'no-template' | 'config-error' }
+  | {
+      kind:
+        'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved' | 'ci-outage' | 'publish-backoff';
+      until: string;
+    }
+  | { kind: 'build-queued' | 'pull-queued' | 'publish-queued' | 'no-template' | 'config-error' }
   /** A profile that follows a registry whose tag could not be resolved this pass. */
   | { kind: 'registry' }
 );

@@ -87,6 +87,7 @@ export async function observeAndPlan(
     | 'claims'
     | 'rebuildRequests'
     | 'credentials'
+    | 'publishes'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
   },
@@ -96,14 +97,18 @@ export async function observeAndPlan(
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests] = await Promise.all([
-    deps.hypervisor.observe(),
-    deps.backoff.read(),
-    deps.runnerBackoff.read(),
-    deps.ciOutages?.read(),
-    deps.claims?.list(),
-    deps.rebuildRequests?.read() ?? {},
-  ]);
+  const publishing = view.profiles.some((p) => p.publish);
+  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, published, publishBackoff] =
+    await Promise.all([
+      deps.hypervisor.observe(),
+      deps.backoff.read(),
+      deps.runnerBackoff.read(),
+      deps.ciOutages?.read(),
+      deps.claims?.list(),
+      deps.rebuildRequests?.read() ?? {},
+      publishing ? deps.publishes?.read() : undefined,
+      publishing ? deps.publishes?.readBackoff() : undefined,
+    ]);
   // A claim holds the guest it was made on, not a later one that reuses its name.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
   const claimed = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt).map((c) => c.runner);
@@ -116,6 +121,8 @@ export async function observeAndPlan(
     runnerBackoff,
     absentSources: [...(context.absentSources ?? [])],
     rebuildRequests,
+    ...(published ? { published } : {}),
+    ...(publishBackoff ? { publishBackoff } : {}),
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };
@@ -140,6 +147,8 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
       credentials: deps.credentials ?? noCredentials,
       stateDir: deps.config.stateDir,
       prefix: deps.config.prefix,
+      clock: deps.clock,
+      log: deps.log,
     },
     profiles: new Map(profiles.map((p) => [p.name, p])),
     concurrency: deps.config.concurrency,

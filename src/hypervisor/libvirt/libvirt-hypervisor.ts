@@ -18,6 +18,7 @@ import type {
 import path from 'node:path';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
+import { stagingDir } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest, filesInUse } from './destroy.js';
 import { rootDiskOf } from './devices-xml.js';
@@ -287,7 +288,7 @@ export class LibvirtHypervisor implements Hypervisor {
     return {
       export: (name) => exportTemplate(io, name),
       hasBase: (version) => hasBase(io, version),
-      stagingDir: (key) => path.join(this.layout.root, 'staging', key),
+      stagingDir: (key) => stagingDir(this.layout.root, key),
       import: async (req) => {
         await importTemplate(io, req);
         this.log.info({ guest: req.name }, 'template imported');

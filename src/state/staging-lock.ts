@@ -1,0 +1,37 @@
+/**
+ * One lock per pull staging dir (`<imagesDir>/staging/<manifest hex>/lock`, the same lock file as
+ * the state dir's: pid, process start, token). A pull holds it from before its first write until
+ * its files have landed, whoever runs it (a pass, `corral pull` by hand, a base fetch), so:
+ * - two pulls of one image never write the same staging files (the second fails, transiently);
+ * - garbage collection (src/gc/staging.ts) tells a staging dir in use from an abandoned one by
+ *   its lock alone, never by guessing from ages, and takes the lock itself before removing one.
+ */
+import { stat } from 'node:fs/promises';
+import pino, { type Logger } from 'pino';
+import { acquireLock, isAlive, lockPath, readLockHolder, type Lock, type LockHolder } from './lock.js';
+
+export async function lockStaging(dir: string, what: string, log?: Logger): Promise<Lock> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await acquireLock(dir, {
+        command: `pull ${what}`,
+        log: log ?? pino({ level: 'silent' }),
+        label: `the staging dir ${dir} (another pull of the same image is under way)`,
+      });
+    } catch (error) {
+      // Garbage collection removed an abandoned dir of the same image just now: make it again.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error;
+    }
+  }
+}
+
+/** The live pull holding this staging dir, and since when (the lock file's mtime), or undefined. */
+export async function stagingHolder(dir: string): Promise<{ holder: LockHolder; sinceMs: number } | undefined> {
+  const holder = await readLockHolder(dir);
+  if (!holder || !isAlive(holder)) return undefined;
+  const sinceMs = await stat(lockPath(dir)).then(
+    (s) => s.mtimeMs,
+    () => Date.now(),
+  );
+  return { holder, sinceMs };
+}
