@@ -139,7 +139,7 @@ export async function pullBaseImage(
       `${shown} is not a base image (one standalone disk file, as "corral push ./base.qcow2" makes)`,
     );
   const staging = stagingDir(deps.imagesDir, version.replace(/^sha256:/, ''));
-  const lock = await lockStaging(staging, shown, deps.log);
+  const lock = await lockStaging(staging, `pull ${shown}`, deps.log);
   try {
     const { files } = await pullImage(image, staging, {
       client,
@@ -206,7 +206,7 @@ export async function pullTemplate(deps: TransferDeps, ref: Reference, opts: Pul
   const baseReused = backing && (await io.hasBase(t.baseVersion));
   const staging = io.stagingDir(image.digest.replace(/^sha256:/, ''));
   // Held from the first write until the files have landed: no other pull writes here, and gc keeps it.
-  const lock = await lockStaging(staging, formatReference(pinned(ref, image.digest)), deps.log);
+  const lock = await lockStaging(staging, `pull ${formatReference(pinned(ref, image.digest))}`, deps.log);
   const release = backing ? opts.bases?.hold(t.baseVersion) : undefined;
   try {
     const { files, stats } = await pullImage(image, staging, {

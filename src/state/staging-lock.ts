@@ -10,11 +10,12 @@ import { stat } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
 import { acquireLock, isAlive, lockPath, readLockHolder, type Lock, type LockHolder } from './lock.js';
 
-export async function lockStaging(dir: string, what: string, log?: Logger): Promise<Lock> {
+/** `command` says who holds it (`pull <reference>`, `gc`), for the busy message and `status`. */
+export async function lockStaging(dir: string, command: string, log?: Logger): Promise<Lock> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await acquireLock(dir, {
-        command: `pull ${what}`,
+        command,
         log: log ?? pino({ level: 'silent' }),
         label: `the staging dir ${dir} (another pull of the same image is under way)`,
       });
