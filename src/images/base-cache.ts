@@ -18,6 +18,7 @@ import { sha256File } from '../util/hash.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { formatBytes } from '../util/size.js';
 import { downloadTo, type Progress } from './transport.js';
+import { formatReference, parseReference, pinned } from '../oci/reference.js';
 
 /** Runs an external command (qemu-img); the same shape as the hypervisor's Exec, passed in. */
 export type RunCommand = (file: string, args: readonly string[]) => Promise<{ stdout: string }>;
@@ -200,7 +201,7 @@ export class BaseCache {
           base.kind === 'file'
             ? { kind: 'file', file: source }
             : base.kind === 'oci'
-              ? { kind: 'oci', reference: `${base.ref.replace(/@.*$/, '')}@${baseVersion}` }
+              ? { kind: 'oci', reference: formatReference(pinned(parseReference(base.ref), baseVersion)) }
               : { kind: base.kind, url: base.url },
         cachedAt: this.deps.clock().toISOString(),
         host: hostname(),
