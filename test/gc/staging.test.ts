@@ -5,7 +5,8 @@
  * landed is not collected before that pull has defined the template on it.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -13,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { collectGarbage, type GcDeps } from '../../src/gc/collect.js';
 import { abandonedStaging, type StagingEntry } from '../../src/gc/staging.js';
 import { MemoryHypervisor } from '../../src/hypervisor/memory/memory-hypervisor.js';
-import { BaseCache, stagingDir } from '../../src/images/base-cache.js';
+import { adoptBase, BaseCache, stagingDir, type CachedBase } from '../../src/images/base-cache.js';
 import { BuildRecords } from '../../src/state/build-records.js';
 import { lockStaging } from '../../src/state/staging-lock.js';
 import { aProfile } from '../builders/guests.js';
@@ -179,3 +180,70 @@ describe('collectGarbage and staging dirs', () => {
     expect(after.files.map((x) => path.basename(x.path)).sort()).toEqual([`${hex('b')}.json`, `${hex('b')}.qcow2`]);
   });
 });
+
+describe('a base carried by a pulled template', () => {
+  it('lands with a descriptor, is kept while a template names it, and goes with its descriptor after', async () => {
+    const f = await fixture();
+    const version = `sha256:${hex('9')}`;
+    const staged = path.join(await staged_(f.imagesDir), 'base');
+    await writeFile(staged, 'qcow2 bytes');
+    const cachedAt = new Date().toISOString();
+    const landed = await adoptBase(f.imagesDir, version, staged, {
+      reference: `127.0.0.1:5000/ci/web@sha256:${hex('1')}`,
+      template: 'ci-template-web@20261127T000000Z-11111111',
+      cachedAt,
+    });
+    const descriptor = JSON.parse(await readFile(landed.replace(/qcow2$/, 'json'), 'utf8')) as CachedBase;
+    expect(descriptor).toMatchObject({
+      version,
+      source: {
+        kind: 'oci',
+        reference: `127.0.0.1:5000/ci/web@sha256:${hex('1')}`,
+        template: 'ci-template-web@20261127T000000Z-11111111',
+      },
+      cachedAt,
+      sourceFormat: 'qcow2',
+      bytes: 11,
+      // No digest recorded by the build host: computed from the bytes.
+      digest: `sha256:${createHash('sha256').update('qcow2 bytes').digest('hex')}`,
+    });
+    expect(await f.deps.bases.describe(version)).toEqual(descriptor);
+
+    // The pulled template names it in its metadata (and its disk's backing chain would): kept.
+    const hv = new MemoryHypervisor({
+      prefix: 'ci',
+      clock: () => new Date(),
+      initial: {
+        guests: [
+          {
+            name: 'ci-template-web@20261127T000000Z-11111111',
+            state: 'shutoff',
+            meta: {
+              profile: 'web',
+              gen: '20261127T000000Z-11111111',
+              inputsHash: `sha256:${hex('1')}`,
+              baseVersion: version,
+              createdAt: cachedAt,
+            },
+            disks: [],
+            console: [],
+          },
+        ],
+        backing: {},
+      },
+    });
+    expect((await collectGarbage({ ...f.deps, hypervisor: hv })).files).toEqual([]);
+    await hv.destroy('ci-template-web@20261127T000000Z-11111111');
+    const report = await collectGarbage({ ...f.deps, hypervisor: hv });
+    expect(report.files.map((x) => [path.basename(x.path), x.reason]).sort()).toEqual([
+      [`${hex('9')}.json`, 'base version no template, runner or build uses'],
+      [`${hex('9')}.qcow2`, 'base version no template, runner or build uses'],
+    ]);
+  });
+});
+
+async function staged_(imagesDir: string): Promise<string> {
+  const dir = stagingDir(imagesDir, hex('1'));
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
