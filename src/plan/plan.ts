@@ -190,7 +190,14 @@ function planProfile(
     } else if (profile.template) {
       // A follower's "build" is a pull of the digest its tag resolved to, landed under a generation of its own.
       const digest = profile.template.digest;
-      if (digest) {
+      const running = digest ? facts.pullsRunning?.[digest.replace(/^sha256:/, '')] : undefined;
+      if (running) {
+        waits.push({
+          ...base,
+          kind: 'pull-queued',
+          reason: `${profile.template.oci}@${digest} is being pulled (${running})`,
+        });
+      } else if (digest) {
         const gen = freshGen(now, profile.inputsHash, guests);
         const template = templateName(policy.prefix, profile.name, gen);
         actions.push({
@@ -205,6 +212,14 @@ function planProfile(
         });
       }
       // No digest: the tag did not resolve this pass, and the registry wait (follow.ts) says why.
+    } else if (profile.base.kind === 'oci' && facts.pullsRunning?.[profile.baseVersion.replace(/^sha256:/, '')]) {
+      // The owner's build is fetching its base (not a guest yet): seen from `plan` or `status`.
+      const running = facts.pullsRunning[profile.baseVersion.replace(/^sha256:/, '')];
+      waits.push({
+        ...base,
+        kind: 'build-queued',
+        reason: `${needReason}; base ${profile.base.ref} (${profile.baseVersion.slice(0, 19)}…) is being pulled for the build (${running})`,
+      });
     } else {
       const gen = freshGen(now, profile.inputsHash, guests);
       actions.push({

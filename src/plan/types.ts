@@ -72,6 +72,11 @@ export interface Facts {
   readonly published?: Readonly<Record<string, Readonly<Published>>>;
   /** Per-profile back-off after failed publishes: no push is tried before `until`. */
   readonly publishBackoff?: Readonly<Record<string, Readonly<BackoffEntry>>>;
+  /**
+   * Pulls running now in any process, by manifest hex (their staging locks): who holds them. Lets
+   * a planner outside the puller (`plan`, `status`) say "being pulled" instead of planning it again.
+   */
+  readonly pullsRunning?: Readonly<Record<string, string>>;
 }
 
 /** The last successful publish of a profile. */

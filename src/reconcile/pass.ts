@@ -16,6 +16,7 @@ import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild
 import type { ClaimStore } from '../state/claims.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
 import { readCiState, writeCiState } from '../state/ci-state.js';
+import { runningPulls } from '../state/staging-lock.js';
 
 const noCredentials: CredentialStore = { get: () => Promise.resolve(undefined) };
 
@@ -98,7 +99,8 @@ export async function observeAndPlan(
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
   const publishing = view.profiles.some((p) => p.publish);
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, published, publishBackoff] =
+  const pulling = view.profiles.some((p) => p.template || p.base.kind === 'oci');
+  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, published, publishBackoff, pulls] =
     await Promise.all([
       deps.hypervisor.observe(),
       deps.backoff.read(),
@@ -108,6 +110,7 @@ export async function observeAndPlan(
       deps.rebuildRequests?.read() ?? {},
       publishing ? deps.publishes?.read() : undefined,
       publishing ? deps.publishes?.readBackoff() : undefined,
+      pulling ? runningPulls(deps.config.imagesDir) : undefined,
     ]);
   // A claim holds the guest it was made on, not a later one that reuses its name.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
@@ -123,6 +126,7 @@ export async function observeAndPlan(
     rebuildRequests,
     ...(published ? { published } : {}),
     ...(publishBackoff ? { publishBackoff } : {}),
+    ...(pulls && Object.keys(pulls).length > 0 ? { pullsRunning: pulls } : {}),
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };

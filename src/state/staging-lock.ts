@@ -6,7 +6,9 @@
  * - garbage collection (src/gc/staging.ts) tells a staging dir in use from an abandoned one by
  *   its lock alone, never by guessing from ages, and takes the lock itself before removing one.
  */
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { stagingDir } from '../images/base-cache.js';
 import pino, { type Logger } from 'pino';
 import { acquireLock, isAlive, lockPath, readLockHolder, type Lock, type LockHolder } from './lock.js';
 
@@ -35,4 +37,19 @@ export async function stagingHolder(dir: string): Promise<{ holder: LockHolder; 
     () => Date.now(),
   );
   return { holder, sinceMs };
+}
+
+/**
+ * The pulls running now, in any process, by the manifest hex their staging dir is named by
+ * (`pid N, corral pull <ref>`): what `plan` and `status` outside the puller know of them.
+ */
+export async function runningPulls(imagesDir: string): Promise<Record<string, string>> {
+  const root = stagingDir(imagesDir, '');
+  const running: Record<string, string> = {};
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{64}$/.test(name)) continue;
+    const held = await stagingHolder(path.join(root, name));
+    if (held) running[name] = `pid ${held.holder.pid}, corral ${held.holder.command}`;
+  }
+  return running;
 }

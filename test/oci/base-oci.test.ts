@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CachedBase } from '../../src/images/base-cache.js';
+import { stagingDir, type CachedBase } from '../../src/images/base-cache.js';
+import { lockStaging } from '../../src/state/staging-lock.js';
 import { BIN } from '../builders/profile-dir.js';
 import { countingProxy, startRegistry, type CountingProxy, type Registry } from '../harness/registry.js';
 
@@ -166,5 +167,33 @@ describe('base: {oci} on the memory backend', { timeout: 120_000 }, () => {
     const back = await corral(['reconcile', '--once']);
     expect(back.exitCode).toBe(0);
     expect(await guests()).toEqual(before);
+  });
+
+  it('status elsewhere sees a base being pulled for the next build (its staging lock) instead of a build to start', async () => {
+    await writeFile(join(root, 'base3.raw'), Buffer.alloc(4 * 1024 * 1024, 9));
+    const v3 = await pushBase(join(root, 'base3.raw'));
+    const staging = stagingDir(join(root, 'images'), v3.slice(7));
+    // As the watch holds it while its build fetches the base.
+    const lock = await lockStaging(staging, `pull ${tag.replace(/:12$/, '')}@${v3}`);
+    try {
+      const status = JSON.parse((await corral(['status', '--json'])).stdout) as {
+        profiles: { name: string; pending: { kind: string; reason: string }[]; changes: number }[];
+      };
+      const web = status.profiles.find((p) => p.name === 'web')!;
+      expect(web.pending).toEqual([
+        {
+          kind: 'build-queued',
+          reason: expect.stringMatching(
+            new RegExp(
+              `^inputs changed .*; base .*/bases/tiny:12 \\(sha256:[0-9a-f]{12}…\\) is being pulled for the build \\(pid ${process.pid}, corral pull `,
+            ),
+          ),
+        },
+      ]);
+      expect(web.changes).toBe(0);
+    } finally {
+      await lock.release();
+      await rm(staging, { recursive: true, force: true });
+    }
   });
 });

@@ -86,6 +86,39 @@ describe('plan: a profile that follows a tag', () => {
   });
 });
 
+describe('plan: pulls another process is running (their staging locks)', () => {
+  it('a follower whose digest is being pulled waits instead of planning the pull again', () => {
+    const result = planFor([aProfile().following(TAG, DIGEST_2).runners(0).build()], [], {
+      pullsRunning: { ['2'.repeat(64)]: 'pid 42, corral pull 127.0.0.1:5000/ci/tiny@sha256:…' },
+    });
+    expect(result.actions).toEqual([]);
+    expect(result.waits).toEqual([
+      {
+        profile: 'tiny',
+        kind: 'pull-queued',
+        reason: `${TAG}@${DIGEST_2} is being pulled (pid 42, corral pull 127.0.0.1:5000/ci/tiny@sha256:…)`,
+      },
+    ]);
+  });
+
+  it('a base: {oci} profile whose new base is being pulled shows the build as under way', () => {
+    const profile = {
+      ...aProfile().runners(0).build(),
+      base: { kind: 'oci' as const, ref: TAG },
+      baseVersion: DIGEST_1,
+    };
+    const running = planFor([profile], [], { pullsRunning: { ['1'.repeat(64)]: 'pid 7, corral pull x' } });
+    expect(running.actions).toEqual([]);
+    expect(running.waits[0]).toMatchObject({ kind: 'build-queued' });
+    expect(running.waits[0]?.reason).toMatch(
+      /^no template yet; base 127.0.0.1:5000\/ci\/tiny:main \(sha256:111111111111…\) is being pulled for the build \(pid 7, corral pull x\)$/,
+    );
+    // Another image's pull holds nothing back.
+    const other = planFor([profile], [], { pullsRunning: { ['3'.repeat(64)]: 'pid 7, corral pull y' } });
+    expect(other.actions.map((a) => a.action)).toEqual(['build']);
+  });
+});
+
 describe('plan: publish', () => {
   const live = genAt(60);
   const liveName = `ci-template-tiny@${live}`;
