@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { SlowFirstSequencer } from './test/slow-first-sequencer.js';
 
 export default defineConfig({
   test: {
@@ -9,5 +10,6 @@ export default defineConfig({
     // e2e files each start their own libvirtd; two cores, so keep file parallelism modest.
     maxWorkers: 2,
     minWorkers: 1,
+    sequence: { sequencer: SlowFirstSequencer },
   },
 });

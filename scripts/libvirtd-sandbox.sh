@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # An isolated libvirtd for tests and the demo (docs/design.md, "Tests").
-#   libvirtd-sandbox.sh start DIR   -> prints the connection URI once the socket answers
+#   libvirtd-sandbox.sh start DIR [--stock] -> prints the connection URI once the socket answers
+#     default:  qemu runs as root, no security driver, guest stdio written to files by qemu itself
+#     --stock:  Debian's packaged qemu.conf as it is (qemu as libvirt-qemu, DAC dynamic ownership,
+#               guest stdio through virtlogd, started inside the sandbox), and the control socket
+#               open to the `libvirt` group, as Debian's socket units and polkit rule open it: the
+#               configuration corral meets on a real host, where it runs as a non-root user
 #   libvirtd-sandbox.sh restart DIR -> stops that libvirtd (guests keep running) and starts it again
 #   libvirtd-sandbox.sh stop DIR    -> kills that libvirtd and every process it started, removes DIR
 #
@@ -26,8 +31,9 @@ ns_pids() {
 }
 
 start() {
-  local dir=$1
-  [[ -n "$dir" ]] || die "usage: $0 start DIR"
+  local dir=$1 mode=${2:-}
+  [[ -n "$dir" ]] || die "usage: $0 start DIR [--stock]"
+  [[ -z "$mode" || "$mode" == --stock ]] || die "unknown option $mode"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [[ -e "$dir/launcher.pid" ]] && die "$dir already holds a sandbox (stop it first)"
@@ -39,9 +45,11 @@ start() {
   # No autostarted default network: it would want dnsmasq and firewall rules we don't need.
   rm -rf "$dir/etc/qemu/networks/autostart"
   # libvirt reads the first occurrence of a key, so disable any active ones before appending ours.
-  sed -i -E 's/^[[:space:]]*(stdio_handler|user|group|dynamic_ownership|security_driver|cgroup_controllers|namespaces)[[:space:]]*=/# &/' \
-    "$dir/etc/qemu.conf"
-  cat >>"$dir/etc/qemu.conf" <<'EOF'
+  local keys='cgroup_controllers|namespaces'
+  [[ "$mode" == --stock ]] || keys="$keys|stdio_handler|user|group|dynamic_ownership|security_driver"
+  sed -i -E "s/^[[:space:]]*($keys)[[:space:]]*=/# &/" "$dir/etc/qemu.conf"
+  if [[ "$mode" != --stock ]]; then
+    cat >>"$dir/etc/qemu.conf" <<'EOF'
 
 # corral sandbox (docs/design.md, "Tests")
 stdio_handler = "file"
@@ -49,6 +57,16 @@ user = "root"
 group = "root"
 dynamic_ownership = 0
 security_driver = "none"
+EOF
+  else
+    # The only departures from the packaged qemu.conf are the two settings below that every
+    # sandbox needs; the control socket is opened to the libvirt group as Debian's libvirtd.socket does.
+    sed -i -E 's/^[[:space:]]*(unix_sock_group|unix_sock_rw_perms|auth_unix_rw)[[:space:]]*=/# &/' "$dir/etc/libvirtd.conf"
+    printf '\nunix_sock_group = "libvirt"\nunix_sock_rw_perms = "0770"\nauth_unix_rw = "none"\n' >>"$dir/etc/libvirtd.conf"
+    # A non-root client must reach the socket under DIR.
+    chmod 0755 "$dir" "$dir/run" "$dir/run/libvirt"
+  fi
+  cat >>"$dir/etc/qemu.conf" <<'EOF'
 cgroup_controllers = [ ]
 # qemu must stay in the sandbox's mount namespace (libvirt's default gives each its own), or
 # `stop` cannot find it and guests outlive their libvirtd.
@@ -58,7 +76,7 @@ EOF
   local inner
   inner=$(cat <<'EOS'
 set -e
-d=$1 caps=$2
+d=$1 caps=$2 mode=$3
 mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
 mount --bind "$d/etc" /etc/libvirt
 mount --bind "$d/run/libvirt" /run/libvirt
@@ -68,13 +86,15 @@ mount --bind "$d/cache" /var/cache/libvirt
 # The capabilities probe costs ~8 s; the cache is keyed by the qemu binary, so it is safe to share.
 mkdir -p /var/cache/libvirt/qemu/capabilities
 mount --bind "$caps" /var/cache/libvirt/qemu/capabilities
+# Stock libvirt hands guest stdio to virtlogd; it must run in this namespace to see these dirs.
+[ "$mode" = --stock ] && virtlogd --daemon --pid-file "$d/virtlogd.pid"
 # Holds the namespace open while libvirtd is down for a restart (stop kills it with the rest).
 sleep infinity </dev/null >/dev/null 2>&1 &
 echo $! >"$d/anchor.pid"
 exec libvirtd --pid-file "$d/libvirtd.pid"
 EOS
 )
-  setsid unshare --mount --propagation private bash -c "$inner" sandbox "$dir" "$CAPS_CACHE" \
+  setsid unshare --mount --propagation private bash -c "$inner" sandbox "$dir" "$CAPS_CACHE" "$mode" \
     </dev/null >"$dir/libvirtd.out" 2>&1 &
   local launcher=$!
   echo "$launcher" >"$dir/launcher.pid"
@@ -140,8 +160,8 @@ stop() {
 }
 
 case "${1:-}" in
-  start) start "${2:-}" ;;
+  start) start "${2:-}" "${3:-}" ;;
   restart) restart "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) die "usage: $0 start|restart|stop DIR" ;;
+  *) die "usage: $0 start DIR [--stock] | restart DIR | stop DIR" ;;
 esac

@@ -6,7 +6,8 @@
  *   or a kill by signal is transient, a plain non-zero exit is not.
  * - TransientError: worth retrying soon with back-off (libvirtd restarting, a lock race, a guest that
  *   appeared or vanished between observation and action). Both backends throw the same subclass for
- *   the same condition.
+ *   the same condition. HostError is the kind that says the host is at fault (a permission, a missing
+ *   daemon): it is reported with its message and backed off, and never judged as a guest's failure.
  */
 import { oneLine } from './util/escape.js';
 
@@ -67,10 +68,15 @@ export class CommandError extends Error {
 }
 
 export class TransientError extends Error {
-  override readonly name = 'TransientError';
+  override readonly name: string = 'TransientError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }
+}
+
+/** The host cannot do what corral needs (a file it may not read, libvirt failing to start a guest). */
+export class HostError extends TransientError {
+  override readonly name = 'HostError';
 }
 
 /** A guest that an action needs is not there (it went away since the pass observed it). */

@@ -11,6 +11,7 @@ import type { DiskFloor } from '../images/floor.js';
 import type { BuildRecords } from '../state/build-records.js';
 import { buildTemplate, recordOrphan } from './build-template.js';
 import type { BuildDeps } from './run-build.js';
+import type { RunnerLogs } from '../state/runner-logs.js';
 import { ForgeError } from '../ci/github/forge-error.js';
 import type { RunnerCi } from '../ci/runner-ci.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
@@ -27,6 +28,8 @@ export interface ApplyDeps extends BuildDeps {
   runnerBackoff: BackoffStore;
   /** Fetches each build's base into the content-addressed cache (absent: builds get no base file). */
   bases?: BaseCache;
+  /** Keeps the console log of runners that are destroyed (the last N per profile). */
+  runnerLogs?: RunnerLogs;
   /** Provenance: a manifest and console log per build (absent: nothing is recorded). */
   records?: BuildRecords;
   /** The imagesDir free-space floor, checked before every build. */
@@ -232,6 +235,7 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
     case 'retire-template':
       return void (await hv.destroy(action.guest));
     case 'destroy-runner':
+      await keepRunnerLog(action, deps);
       await hv.destroy(action.guest);
       return void (await deregister(action.guest, profile, deps));
     case 'create-runner':
@@ -239,10 +243,12 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
     case 'replace-runner':
       if (action.createFirst) {
         await createRunner(action.replacement, action, deps);
+        await keepRunnerLog(action, deps);
         await hv.destroy(action.guest);
         await deregister(action.guest, profile, deps);
         return undefined;
       }
+      await keepRunnerLog(action, deps);
       await hv.destroy(action.guest);
       await deregister(action.guest, profile, deps);
       await createRunner(action.replacement, action, deps);
@@ -309,5 +315,15 @@ async function deregister(runner: string, profile: CompiledProfile | undefined, 
     await deps.ci.deregister(runner, profile);
   } catch (error) {
     deps.log.warn({ runner, error: (error as Error).message }, 'could not deregister the runner');
+  }
+}
+
+async function keepRunnerLog(action: Action, deps: ApplyDeps): Promise<void> {
+  if (!deps.runnerLogs) return;
+  try {
+    const text = await deps.hypervisor.consoleLog(action.guest);
+    if (text !== undefined && text !== '') await deps.runnerLogs.save(action.profile, action.guest, text, deps.clock());
+  } catch (error) {
+    deps.log.warn({ error: (error as Error).message }, "could not keep a runner's console log");
   }
 }

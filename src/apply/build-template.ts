@@ -5,6 +5,7 @@
  * `--keep-failed`) with its console log and manifest kept. The live template is never touched.
  */
 import { hostname } from 'node:os';
+import { HostError } from '../errors.js';
 import { failedName } from '../hypervisor/names.js';
 import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
@@ -55,6 +56,20 @@ export async function buildTemplate(
       onDefined: release,
     });
   } catch (error) {
+    if (error instanceof HostError) {
+      // The host failed, not the guest: no verdict is invented, and the profile waits before
+      // trying again (a host back-off) so a broken host is not hammered.
+      const consoleLog = await keepConsole(action.guest, action.template, deps);
+      await hv.destroy(action.guest).catch(() => undefined);
+      await finish(manifest, deps, {
+        verdict: 'failed',
+        reason: `host problem: ${error.message}`,
+        ...(consoleLog ? { consoleLog } : {}),
+      });
+      const entry = await deps.backoff.recordFailure(action.profile, error.message, deps.clock(), 'host');
+      deps.log.error({ error: error.message, until: entry.until }, 'host problem; backing off');
+      return `host problem: ${error.message}`;
+    }
     // Not a verdict (the guest never started): the next pass discards whatever was defined.
     await finish(manifest, deps, { verdict: 'failed', reason: (error as Error).message });
     throw error;

@@ -5,7 +5,7 @@
  * same way for every backend, so the memory backend that the property test trusts cannot drift
  * from libvirt (docs/design.md, "Observation").
  */
-import type { GuestState, MetaResult, Observation, ObservedGuest, Verdict } from './hypervisor.js';
+import type { GuestState, MetaResult, Observation, ObservedGuest, RunnerCondition, Verdict } from './hypervisor.js';
 import { hasPrefix, parseName } from './names.js';
 
 export interface RawGuest {
@@ -15,6 +15,9 @@ export interface RawGuest {
   meta: MetaResult;
   /** For a rebuild guest that has stopped: what its status channel said. */
   verdict?: Verdict;
+  /** For a running runner: what it last said on its status channel, and since when. */
+  condition?: RunnerCondition;
+  conditionSince?: string;
 }
 
 export const UNRECOGNIZED = {
@@ -53,8 +56,11 @@ function classifyOne(prefix: string, raw: RawGuest): ObservedGuest | { reason: s
     state: raw.state,
     meta: { ...meta },
   };
-  if (parsed.role === 'runner') guest.index = parsed.index;
-  else guest.gen = parsed.gen;
+  if (parsed.role === 'runner') {
+    guest.index = parsed.index;
+    if (raw.condition) guest.condition = raw.condition;
+    if (raw.conditionSince) guest.conditionSince = raw.conditionSince;
+  } else guest.gen = parsed.gen;
   if (parsed.role === 'rebuild') {
     const stopped = raw.state === 'shutoff' || raw.state === 'crashed';
     if (raw.verdict) guest.verdict = raw.verdict;

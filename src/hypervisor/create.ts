@@ -6,7 +6,14 @@ import { openMemoryHypervisor } from './memory/memory-store.js';
 /** The backend the host config (or --hypervisor) selects. */
 export async function createHypervisor(
   config: HostConfig,
-  deps: { log: Logger; clock: () => Date; env: NodeJS.ProcessEnv; readOnly?: boolean },
+  deps: {
+    log: Logger;
+    clock: () => Date;
+    env: NodeJS.ProcessEnv;
+    readOnly?: boolean;
+    /** Connect to guests' channels (only the state-dir lock holder may: a socket serves one client). */
+    attachChannels?: boolean;
+  },
 ): Promise<Hypervisor> {
   if (config.hypervisor === 'memory') {
     return openMemoryHypervisor({
@@ -25,5 +32,6 @@ export async function createHypervisor(
     imagesDir: config.imagesDir,
     log: deps.log,
     domainType: config.libvirtDomainType,
+    attachChannels: deps.attachChannels === true,
   });
 }

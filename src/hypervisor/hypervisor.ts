@@ -25,6 +25,11 @@ export interface GuestMeta {
 
 export type Verdict = { ok: true } | { ok: false; reason: string };
 
+/**
+ * What a running runner said on its status channel: nothing yet (`booting`), `ready` (or `idle`
+ * after a job), or `busy` with a job. Only a ready runner counts as capacity.
+ */
+export type RunnerCondition = 'booting' | 'ready' | 'busy';
 /** A guest's corral metadata as a backend read it, or why it could not. */
 export type MetaResult = { ok: true; meta: GuestMeta } | { ok: false; reason: string };
 
@@ -40,6 +45,10 @@ export interface ObservedGuest {
   meta: GuestMeta;
   /** Rebuild guests that are no longer running: what the status channel said (crash = failed). */
   verdict?: Verdict;
+  /** Running runners: what the guest last said (absent when the backend cannot tell: counts as ready). */
+  condition?: RunnerCondition;
+  /** Running runners: ISO time the condition was last seen to change, when the backend knows it. */
+  conditionSince?: string;
 }
 
 export interface Observation {
@@ -135,6 +144,12 @@ export interface Hypervisor {
   destroy(name: string): Promise<void>;
   /** Serial console output of a guest, when the backend keeps it. */
   consoleLog(name: string): Promise<string | undefined>;
+  /**
+   * Stops reading guests' status and console channels, for a process that gives up the state-dir
+   * lock but lives on (`corral serve` between passes): the next lock holder reads them. Backends
+   * without channels of their own leave it out.
+   */
+  releaseChannels?(): Promise<void>;
   /**
    * Lifecycle events of every guest (not only ours: callers filter by prefix) until closed. A
    * backend whose stream breaks reconnects by itself and says so once in the log; meanwhile only

@@ -37,10 +37,14 @@ export function plan(input: PlanInput): Plan {
   const waits: Wait[] = [];
   // A guest we did not create may sit on a name we would give a runner: never create over it.
   const taken = new Set(observed.unrecognized.map((u) => u.name));
+  const booting: string[] = [];
+  const draining: string[] = [];
   for (const profile of profiles) {
     const result = planProfile(profile, byProfile.get(profile.name) ?? [], ctx, taken);
     actions.push(...result.actions);
     waits.push(...result.waits);
+    booting.push(...result.booting);
+    draining.push(...result.draining);
     byProfile.delete(profile.name);
   }
   for (const [name, guests] of [...byProfile].sort(([a], [b]) => a.localeCompare(b))) {
@@ -54,7 +58,7 @@ export function plan(input: PlanInput): Plan {
   for (const w of waits) if (w.until) ctx.wakes.push({ at: w.until, reason: `${w.profile}: ${w.kind}` });
   for (const s of facts.absentSources) ctx.wakes.push({ at: s.until, reason: `grace period of ${s.dir} ends` });
   const requeue = earliest(ctx.wakes, now);
-  return { actions, waits, unrecognized, ...(requeue ? { requeue } : {}) };
+  return { actions, waits, unrecognized, booting, draining, ...(requeue ? { requeue } : {}) };
 }
 
 interface Ctx {
@@ -81,7 +85,7 @@ function planProfile(
   guests: ObservedGuest[],
   ctx: Ctx,
   taken: ReadonlySet<string>,
-): { actions: Action[]; waits: Wait[] } {
+): { actions: Action[]; waits: Wait[]; booting: string[]; draining: string[] } {
   const { now, policy, facts } = ctx;
   const actions: Action[] = [];
   const waits: Wait[] = [];
@@ -185,7 +189,9 @@ function planProfile(
         ...base,
         kind: 'build-backoff',
         until: backoff.until,
-        reason: `${needReason}; backing off after ${backoff.failures} failed ${work}(s) until ${backoff.until} (last: ${backoff.lastError})`,
+        reason: backoff.host
+          ? `${needReason}; backing off after a host problem until ${backoff.until} (${backoff.failures} failure(s); last: ${backoff.lastError})`
+          : `${needReason}; backing off after ${backoff.failures} failed ${work}(s) until ${backoff.until} (last: ${backoff.lastError})`,
       });
     } else if (profile.template) {
       // A follower's "build" is a pull of the digest its tag resolved to, landed under a generation of its own.
@@ -260,7 +266,7 @@ function planProfile(
       reason: `beyond keepTemplates (${policy.keepTemplates}) and no runner uses it`,
     });
   }
-  return { actions, waits };
+  return { actions, waits, booting: runnerPlan.booting, draining: runnerPlan.draining };
 }
 
 /**

@@ -6,6 +6,8 @@ export interface BackoffEntry {
   /** ISO time before which the profile is not tried again. */
   until: string;
   lastError: string;
+  /** The last failure was the host's (a HostError), not a build's. */
+  host?: true;
   /** ISO time of the last failure; a rebuild requested after it is not held back. */
   failedAt?: string;
 }
@@ -148,10 +150,17 @@ export function inFlightKey(a: Pick<Action, 'action' | 'guest'>): string {
 export type Wait = { profile: string; reason: string; until?: string } & (
   | {
       kind:
-        'build-backoff' | 'runner-backoff' | 'build-in-flight' | 'base-unresolved' | 'ci-outage' | 'publish-backoff';
+        | 'build-backoff'
+        | 'runner-backoff'
+        | 'build-in-flight'
+        | 'base-unresolved'
+        | 'runner-booting'
+        | 'runner-draining'
+        | 'ci-outage'
+        | 'publish-backoff';
       until: string;
     }
-  | { kind: 'build-queued' | 'pull-queued' | 'publish-queued' | 'no-template' | 'config-error' }
+  | { kind: 'build-queued' | 'pull-queued' | 'publish-queued' | 'no-template' | 'config-error' | 'runners-busy' }
   /** A profile that follows a registry whose tag could not be resolved this pass. */
   | { kind: 'registry' }
 );
@@ -169,5 +178,9 @@ export interface Plan {
   actions: Action[];
   waits: Wait[];
   unrecognized: Observation['unrecognized'];
+  /** Runners running but not ready yet: `reconcile --once` waits for them (briefly), `watch` looks again soon. */
+  booting: string[];
+  /** Busy runners on outdated templates left to finish their job (never waited for by `reconcile --once`). */
+  draining: string[];
   requeue?: Requeue;
 }

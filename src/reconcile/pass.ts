@@ -190,9 +190,19 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
 export const TRANSIENT_RETRY = { firstMs: 1000, maxMs: 30_000 } as const;
 
 /**
+ * How long `reconcile --once` waits for runners to say ready when nothing else moves: a
+ * distribution image with cloud-init takes minutes to boot under TCG on a busy host.
+ */
+export const READY_WAIT_MS = 10 * 60_000;
+
+/**
  * `reconcile --once`: passes until nothing is left to do (a pass may make room for the next one:
- * a promoted template lets runners roll), waiting for the builds each pass starts. A pass whose
- * failures were all transient is retried after a back-off; config and command failures end the run.
+ * a promoted template lets runners roll), waiting for the builds each pass starts, and for the
+ * runners it started to say ready (a rollover destroys an old runner only once its replacement is
+ * ready), up to READY_WAIT_MS without progress; between such passes it sleeps until the plan's
+ * requeue time. Busy runners are not waited for: a later run replaces them once they are idle.
+ * A pass whose failures were all transient is retried after a back-off; config and command
+ * failures end the run.
  */
 export async function converge(
   view: CompiledView,
@@ -202,14 +212,29 @@ export async function converge(
 ): Promise<{ passes: number; results: ActionResult[]; last: Plan }> {
   const results: ActionResult[] = [];
   let retryMs: number = TRANSIENT_RETRY.firstMs;
+  let productive = 0;
+  let lastProgress = deps.clock().getTime();
+  let stopped = false;
+  void deps.stopping?.then(() => (stopped = true));
   for (let passes = 1; ; passes++) {
     const pass = await runPass(view, deps, context);
     const all = [...pass.results, ...(await buildsDone(pass.builds))];
     results.push(...all);
-    if (pass.plan.actions.length === 0) return { passes, results, last: pass.plan };
+    if (pass.plan.actions.length === 0) {
+      const now = deps.clock().getTime();
+      const waitMore = pass.plan.booting.length > 0 && now - lastProgress < READY_WAIT_MS;
+      if (!waitMore || stopped) return { passes, results, last: pass.plan };
+      const until = pass.plan.requeue ? Date.parse(pass.plan.requeue.at) - now : deps.pollMs;
+      await Promise.race([
+        deps.sleep(Math.max(deps.pollMs, Math.min(until, READY_WAIT_MS))),
+        deps.stopping ?? new Promise(() => undefined),
+      ]);
+      continue;
+    }
     const progressed = all.some((r) => r.ok);
     const transient = all.some((r) => r.errorKind === 'transient');
-    if ((!progressed && !transient) || passes >= maxPasses) {
+    if (progressed) lastProgress = deps.clock().getTime();
+    if ((!progressed && !transient) || ++productive >= maxPasses || stopped) {
       // Nothing more will move this run: report what the next pass would wait for, and why.
       return { passes, results, last: (await observeAndPlan(view, deps, context)).plan };
     }

@@ -15,6 +15,7 @@ import { BaseResolver } from '../images/resolve.js';
 import { fetchText, type Progress } from '../images/transport.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { BuildRecords } from '../state/build-records.js';
+import { RunnerLogs } from '../state/runner-logs.js';
 import { refreshView } from './refresh-view.js';
 import type { HeldSource } from '../state/source-absence.js';
 import { EventLog } from '../state/events.js';
@@ -42,6 +43,8 @@ export interface Runtime {
   bases?: BaseCache;
   /** Build manifests and console logs. */
   records?: BuildRecords;
+  /** Console logs of destroyed runners. */
+  runnerLogs?: RunnerLogs;
   /** Resolves checksum-listed base versions before every plan. */
   resolver?: BaseResolver;
   /** The imagesDir free-space floor. */
@@ -96,6 +99,8 @@ export interface RuntimeOptions {
   readOnly?: boolean;
   /** `--keep-failed`: failed rebuilds are set aside, not destroyed. */
   keepFailed?: boolean;
+  /** `reconcile` and `watch`: they hold the state-dir lock and so connect to guests' channels. */
+  holdsLock?: boolean;
 }
 
 export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}): Promise<FullRuntime> {
@@ -105,6 +110,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     clock: ctx.now,
     env: ctx.env,
     ...(opts.readOnly ? { readOnly: true } : {}),
+    attachChannels: opts.holdsLock === true,
   });
   const records = new BuildRecords(config.stateDir);
   let lastProfiles: readonly CompiledProfile[] = [];
@@ -158,6 +164,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     ...backoffStores(config),
     bases,
     records,
+    runnerLogs: new RunnerLogs(config.stateDir),
     resolver: new BaseResolver({
       stateDir: config.stateDir,
       fetchText,

@@ -107,6 +107,8 @@ export function lockingTrigger(deps: LockingTriggerDeps): PassTrigger {
         if (pass.plan.actions.length === 0 || !results.some((r) => r.ok)) return;
       }
     } finally {
+      // Only the lock holder reads guests' channels: let the next holder connect.
+      await runtime?.hypervisor.releaseChannels?.().catch(() => undefined);
       runtime = undefined;
       await lock.release();
     }

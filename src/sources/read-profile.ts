@@ -6,7 +6,7 @@ import { schemaProblems, type Validators } from '../config/schema.js';
 import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
-import type { BaseSpec, CiSpec, CompiledProfile, GuestSpec } from './view.js';
+import type { BaseSpec, CiSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
 import { DEFAULT_GITHUB_API } from '../ci/github/defaults.js';
 import { confine } from './confine.js';
 import { baseUrlProblem, fileNameOf } from './base-url.js';
@@ -42,12 +42,14 @@ interface RawProfile {
     kernel?: string;
     initrd?: string;
     cmdline?: string;
+    network?: GuestNetwork;
     disk?: string;
   };
   template?: { oci: string };
   publish?: { oci: string };
   provision?: { dir?: string; entry?: string; timeout?: number | string };
   rebuild?: { maxAge?: number | string; onBaseUpdate?: boolean };
+  rollout?: { drainTimeout?: number | string };
   labels?: Record<string, string>;
   ci?: RawCi;
   override?: boolean;
@@ -129,6 +131,7 @@ export async function readProfile(
     if (resolved) guest[key] = resolved;
   }
   if (raw.guest?.cmdline !== undefined) guest.cmdline = raw.guest.cmdline;
+  if (raw.guest?.network !== undefined && raw.guest.network !== 'user') guest.network = raw.guest.network;
   if (raw.guest?.disk !== undefined) {
     const bytes = parseSize(raw.guest.disk);
     if (bytes === undefined) error('/guest/disk', `not a disk size: ${JSON.stringify(raw.guest.disk)} (use e.g. 40G)`);
@@ -139,10 +142,20 @@ export async function readProfile(
   }
 
   const provisionDir = await path('/provision/dir', raw.provision?.dir ?? 'provision', dir, 'dir');
-  const entry = raw.provision?.entry ?? 'provision.sh';
   const provisionFiles: string[] = [];
+  let entry = raw.provision?.entry;
+  if (provisionDir && entry === undefined) {
+    // The rule: provision.sh when there is one; else a cloud-init dir (user-data) needs no entry.
+    const has = async (f: string) => (await confine(provisionDir, f, 'file')).ok;
+    if (await has('provision.sh')) entry = 'provision.sh';
+    else if (!(await has('user-data')))
+      error(
+        '/provision',
+        `${relative(dir, provisionDir) || '.'} has neither provision.sh nor a cloud-init user-data: add one, or name the script in provision.entry`,
+      );
+  }
   if (provisionDir) {
-    await path('/provision/entry', entry, provisionDir);
+    if (raw.provision?.entry !== undefined) await path('/provision/entry', raw.provision.entry, provisionDir);
     const listed = await listFiles(provisionDir);
     for (const bad of listed.rejected) error('/provision/dir', bad);
     for (const entryPath of listed.files) {
@@ -157,6 +170,12 @@ export async function readProfile(
     raw.rebuild?.maxAge === undefined ? undefined : checkDuration(raw.rebuild.maxAge, PROFILE_RANGES.maxAge);
   if (maxAge && 'message' in maxAge) error('/rebuild/maxAge', maxAge.message);
   const maxAgeSeconds = maxAge && 'seconds' in maxAge ? maxAge.seconds : undefined;
+  const drain =
+    raw.rollout?.drainTimeout === undefined
+      ? undefined
+      : checkDuration(raw.rollout.drainTimeout, PROFILE_RANGES.drainTimeout);
+  if (drain && 'message' in drain) error('/rollout/drainTimeout', drain.message);
+  const drainTimeoutSeconds = drain && 'seconds' in drain ? drain.seconds : undefined;
 
   const ci = raw.ci ? readCi(raw.ci, dir, error) : undefined;
 
@@ -172,11 +191,12 @@ export async function readProfile(
       runners: raw.runners,
       base,
       guest,
-      provision: { dir: provisionDir, entry, timeoutSeconds: timeoutSeconds ?? 0 },
+      provision: { dir: provisionDir, ...(entry !== undefined ? { entry } : {}), timeoutSeconds: timeoutSeconds ?? 0 },
       rebuild: {
         ...(maxAgeSeconds ? { maxAgeSeconds } : {}),
         ...(raw.rebuild?.onBaseUpdate === false ? { onBaseUpdate: false as const } : {}),
       },
+      ...(drainTimeoutSeconds ? { rollout: { drainTimeoutSeconds } } : {}),
       labels: raw.labels ?? {},
       ...(ci ? { ci } : {}),
       ...(publish ? { publish: { oci: publish } } : {}),
@@ -249,6 +269,7 @@ function ociRef(
 export const PROFILE_RANGES = {
   timeout: { min: 1, max: 7 * 86400 },
   maxAge: { min: 60, max: 366 * 86400 },
+  drainTimeout: { min: 1, max: 30 * 86400 },
 };
 
 /**

@@ -21,6 +21,9 @@ export type BaseSpec =
   /** Only for profiles that follow a pushed template (`template: {oci}`): they build nothing, so no base. */
   | { kind: 'template'; ref: string };
 
+/** How a guest reaches the network: `user` (QEMU user-mode, the default), a libvirt network or a host bridge. */
+export type GuestNetwork = 'user' | { network: string } | { bridge: string };
+
 export interface GuestSpec {
   cpus: number;
   memoryMiB: number;
@@ -30,6 +33,7 @@ export interface GuestSpec {
   kernel?: string;
   initrd?: string;
   cmdline?: string;
+  network?: GuestNetwork;
   /** Virtual size of the template disk (`guest.disk: 40G`); absent: the base image's size. */
   diskBytes?: number;
 }
@@ -37,8 +41,8 @@ export interface GuestSpec {
 export interface ProvisionSpec {
   /** Absolute path of the provisioning dir; its files go onto the seed disk. */
   dir: string;
-  /** Entry script, relative to dir. */
-  entry: string;
+  /** Entry script, relative to dir; absent for a cloud-init dir (`user-data`), which cloud-init runs itself. */
+  entry?: string;
   timeoutSeconds: number;
 }
 
@@ -88,6 +92,8 @@ export interface CompiledProfile {
   /** `onBaseUpdate: false`: a new upstream base version (checksums) does not rebuild. */
   rebuild: { maxAgeSeconds?: number; onBaseUpdate?: false };
   labels: Record<string, string>;
+  /** How runners are replaced when a new template lands. */
+  rollout?: { drainTimeoutSeconds: number };
   /** Absent: the runners are not registered with any CI system. */
   ci?: CiSpec;
   /** Runners come from a template pushed to this OCI reference; nothing is built (docs/oci-format.md). */

@@ -31,15 +31,17 @@ export class BackoffStore {
     }
   }
 
-  recordFailure(profile: string, error: string, now: Date): Promise<BackoffEntry> {
+  /** `kind: 'host'`: the host, not the guest, failed (HostError); said so wherever the back-off is shown. */
+  recordFailure(profile: string, error: string, now: Date, kind: 'build' | 'host' = 'build'): Promise<BackoffEntry> {
     return this.update((all) => {
       const failures = (all[profile]?.failures ?? 0) + 1;
       const delay = Math.min(this.policy.maxSeconds, this.policy.initialSeconds * 2 ** (failures - 1));
-      const entry = {
+      const entry: BackoffEntry = {
         failures,
         until: new Date(now.getTime() + delay * 1000).toISOString(),
         lastError: error,
         failedAt: now.toISOString(),
+        ...(kind === 'host' ? { host: true as const } : {}),
       };
       all[profile] = entry;
       return entry;

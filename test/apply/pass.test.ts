@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { converge, runPass } from '../../src/reconcile/pass.js';
 import { makeGen, rebuildName } from '../../src/hypervisor/names.js';
+import { HostError } from '../../src/errors.js';
 import { NOW, aProfile } from '../builders/guests.js';
 import { aView, memoryWorld } from '../builders/world.js';
 
@@ -17,10 +18,10 @@ afterAll(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function world() {
+function world(dir = stateDir) {
   const profile = aProfile().runners(0).build();
   const w = memoryWorld({
-    stateDir,
+    stateDir: dir,
     clock: () => NOW,
     // A real timer: a hanging build must not starve the event loop with a microtask-only poll.
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
@@ -60,6 +61,27 @@ describe('runPass', () => {
     const second = await runPass(view, deps, { inFlight: first.builds.map((b) => b.name) });
     expect(second.plan.actions).toEqual([]);
     expect(second.plan.waits[0]?.reason).toMatch(/^build ci-rebuild-tiny@\S+ queued or starting$/);
+  });
+
+  it('a host problem while building is reported as one and backed off, never judged a failed build', async () => {
+    // Its own state dir: the back-off it records must not hold up the other tests' builds.
+    const { view, hypervisor, deps } = world(await mkdtemp(join(tmpdir(), 'corral-host-')));
+    hypervisor.startBuild = () =>
+      Promise.reject(
+        new HostError(
+          "libvirt could not start ci-rebuild-tiny@x: Failed to connect socket to '/run/libvirt/virtlogd-sock': No such file or directory",
+        ),
+      );
+    const pass = await runPass(view, deps, { inFlight: [] });
+    const [result] = await Promise.all(pass.builds.map((b) => b.done));
+    expect(result).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/^host problem: libvirt could not start .*virtlogd-sock/),
+    });
+    expect(Object.values(await deps.backoff.read())[0]).toMatchObject({ failures: 1, host: true });
+    const next = await runPass(view, deps, { inFlight: [] });
+    expect(next.plan.actions).toEqual([]);
+    expect(next.plan.waits[0]?.reason).toMatch(/backing off after a host problem until .*virtlogd-sock/);
   });
 
   it('keeps the kind of each failure: a hypervisor hiccup comes back as transient', async () => {

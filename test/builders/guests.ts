@@ -1,4 +1,10 @@
-import type { GuestMeta, GuestState, ObservedGuest, Verdict } from '../../src/hypervisor/hypervisor.js';
+import type {
+  GuestMeta,
+  GuestState,
+  ObservedGuest,
+  RunnerCondition,
+  Verdict,
+} from '../../src/hypervisor/hypervisor.js';
 import { rebuildName, runnerName, templateName } from '../../src/hypervisor/names.js';
 import type { CompiledProfile } from '../../src/sources/view.js';
 import type { Facts, Policy } from '../../src/plan/types.js';
@@ -77,6 +83,8 @@ class GuestBuilder {
   private verdict?: Verdict;
   private index = 1;
   private fromGen?: string;
+  private condition?: RunnerCondition;
+  private conditionSince?: string | undefined;
 
   constructor(private readonly role: 'rebuild' | 'template' | 'runner') {
     this.state = role === 'runner' ? 'running' : role === 'template' ? 'shutoff' : 'running';
@@ -110,6 +118,12 @@ class GuestBuilder {
     this.owner = token;
     return this;
   }
+  /** What a running runner last said on its status channel, and since when. */
+  saying(condition: RunnerCondition, since?: string): this {
+    this.condition = condition;
+    this.conditionSince = since;
+    return this;
+  }
   withVerdict(verdict: Verdict): this {
     this.verdict = verdict;
     return this;
@@ -132,6 +146,8 @@ class GuestBuilder {
         index: this.index,
         state: this.state,
         meta,
+        ...(this.condition ? { condition: this.condition } : {}),
+        ...(this.conditionSince ? { conditionSince: this.conditionSince } : {}),
       };
     }
     const name =

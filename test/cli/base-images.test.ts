@@ -139,7 +139,9 @@ describe('base images from a checksum list, on the memory backend', () => {
     expect(plan.stdout).toMatch(/\+ ci-rebuild-web@\S+ +build: inputs changed/);
     const result = await corral(['reconcile', '--once']);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout.match(/ok +replace-runner/g)).toHaveLength(2);
+    // Rollover in two steps: replacements on the new template first, then the old runners go.
+    expect(result.stdout.match(/ok +create-runner/g)).toHaveLength(2);
+    expect(result.stdout.match(/ok +destroy-runner/g)).toHaveLength(2);
     expect(result.stdout).toMatch(/ok +retire-template/);
     expect(await cachedBases()).toEqual([`sha256/${v2}.qcow2`]);
     expect(server.downloads('/cloud.img')).toHaveLength(2); // one per version

@@ -99,7 +99,9 @@ describe('corral CLI on the memory backend', () => {
     expect((await planJson()).actions.map((a) => a.action)).toEqual(['build']);
     const result = await corral(['reconcile', '--once']);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(result.stdout.match(/ok +replace-runner/g)).toHaveLength(2);
+    // New runners first, old ones destroyed once the new ones are ready (memory guests are at once).
+    expect(result.stdout.match(/ok +create-runner/g)).toHaveLength(2);
+    expect(result.stdout.match(/ok +destroy-runner/g)).toHaveLength(2);
     const after = await guests();
     const templates = after.filter((g) => g.name.startsWith('ci-template-')).map((g) => g.name);
     expect(templates).toHaveLength(2); // keepTemplates: 2 keeps the previous one for rollback
@@ -109,7 +111,7 @@ describe('corral CLI on the memory backend', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as { action: string });
-    expect(events.map((e) => e.action)).toContain('replace-runner');
+    expect(events.map((e) => e.action)).toContain('destroy-runner');
   });
 
   it('a failed build leaves the live template and its runners untouched and backs off', async () => {

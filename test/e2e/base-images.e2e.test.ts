@@ -173,7 +173,8 @@ describe('bases from an upstream checksum list, on a real libvirtd', { timeout: 
     const v2 = server.publish('tiny.qcow2', await readFile(raw));
     const result = await corral(['reconcile', '--once']);
     expect(result.exitCode, result.stdout + result.stderr).toBe(0);
-    expect(result.stdout).toMatch(/ok +replace-runner ci-runner-tiny\.1/);
+    // Rolled in two steps: the replacement first, the old runner once the new one is ready.
+    expect(result.stdout).toMatch(/ok +create-runner ci-runner-tiny\.2[^]*ok +destroy-runner ci-runner-tiny\.1/);
     expect(result.stdout).toMatch(new RegExp(`ok +retire-template ${oldTemplate.replace(/[@.]/g, '\\$&')}`));
     expect(await bakedOn('ci-runner-tiny.2')).toBe('tiny hello v1 (from tiny 1)');
     expect(server.downloads('/tiny.qcow2')).toHaveLength(2); // each version once

@@ -133,7 +133,7 @@ describe('CI on real guests', () => {
       const issued = gh.issued.filter((i) => i.name === `${runner}@${HOST}`);
       expect(issued).toHaveLength(1);
       expect(issued[0]!.labels).toEqual(['self-hosted', 'X64', 'corral-gh', 'tiny']);
-      const iso = join(root, 'images', 'seeds', `${runner}.iso`);
+      const iso = join(root, 'images', 'seeds', 'runners', `${runner}.iso`);
       expect(await isoFile(iso, '/corral/github-jitconfig')).toBe(issued[0]!.encodedJitConfig);
       // The guest got it: its init prints its name and the corral/ files it found.
       await consoleLine(
@@ -194,7 +194,7 @@ describe('CI on real guests', () => {
     );
     const prep = await gitlab('run', env, [join(dir, 'prepare_script'), 'prepare_script']);
     expect(prep.exitCode, prep.stderr).toBe(0);
-    expect(prep.stdout).toMatch(/Running on ci-runner-pool\.\d/);
+    expect(prep.stdout).toMatch(/Running on ci-runner-pool-\d/); // the hostname: dots as dashes
     const build = await gitlab('run', env, [join(dir, 'build_script'), 'build_script']);
     expect(build.stdout).toContain('line one\nto stderr\n');
     expect(build.stdout).toContain('done');

@@ -184,7 +184,7 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
     await hv.createRunner({
       template: template!,
       name: 'ci-runner-tiny.1',
-      profile: undefined as never,
+      profile: { name: 'tiny', labels: {} } as never,
       meta: { ...t.meta, createdAt: new Date().toISOString() },
     });
     const log = join(b.root, 'images/logs/ci-runner-tiny.1.console.log');

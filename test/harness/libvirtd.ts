@@ -24,7 +24,32 @@ export function sandboxScript(): string {
   return path.join(repoRoot(), 'scripts/libvirtd-sandbox.sh');
 }
 
-export async function startLibvirtd(): Promise<Libvirtd> {
+export interface LibvirtdOptions {
+  /**
+   * Debian's packaged qemu.conf (qemu as libvirt-qemu, DAC dynamic ownership, virtlogd), the
+   * control socket open to the `libvirt` group: the host corral meets in production, where it runs
+   * as the unprivileged user `corral` (see runAsCorral).
+   */
+  stock?: boolean;
+}
+
+/** The unprivileged user corral runs as on a stock host (made by scripts/install-deps.sh). */
+export const CORRAL_USER = 'corral';
+
+/**
+ * The command line that runs `file args` as the `corral` user with its groups (libvirt) and umask,
+ * as the systemd units do; fails clearly when the user is missing.
+ */
+export function asCorral(file: string, args: string[]): [string, string[]] {
+  const id = spawnSync('id', ['-u', CORRAL_USER], { encoding: 'utf8' });
+  if (id.status !== 0)
+    throw new Error(`user ${CORRAL_USER} does not exist: run scripts/install-deps.sh (it creates it in group libvirt)`);
+  // umask 0027 as in contrib/systemd: what corral makes must work without being world-readable.
+  const inner = ['sh', '-c', 'umask 0027 && exec "$0" "$@"', file, ...args];
+  return ['setpriv', ['--reuid', CORRAL_USER, '--regid', CORRAL_USER, '--init-groups', '--', ...inner]];
+}
+
+export async function startLibvirtd(opts: LibvirtdOptions = {}): Promise<Libvirtd> {
   // Short path: the control socket lives under it and unix socket paths are capped at 108 bytes.
   const dir = await mkdtemp('/tmp/corral-lv-');
   const script = sandboxScript();
@@ -34,7 +59,7 @@ export async function startLibvirtd(): Promise<Libvirtd> {
   process.once('exit', stopSync);
   let uri: string;
   try {
-    const r = await execa('bash', [script, 'start', dir]);
+    const r = await execa('bash', [script, 'start', dir, ...(opts.stock ? ['--stock'] : [])]);
     uri = r.stdout.trim();
   } catch (err) {
     process.off('exit', stopSync);

@@ -127,12 +127,8 @@ describe('plan: templates and builds', () => {
         aRebuild().withHash(HASH_B).atGen(fresh).inState('shutoff').withVerdict({ ok: true }).build(),
       ],
     });
-    expect(kinds(result.actions)).toEqual([`promote ci-rebuild-tiny@${fresh}`, 'replace-runner ci-runner-tiny.1']);
-    expect(result.actions[1]).toMatchObject({
-      template: `ci-template-tiny@${fresh}`,
-      replacement: 'ci-runner-tiny.2',
-      createFirst: true,
-    });
+    expect(kinds(result.actions)).toEqual([`promote ci-rebuild-tiny@${fresh}`, 'create-runner ci-runner-tiny.2']);
+    expect(result.actions[1]).toMatchObject({ template: `ci-template-tiny@${fresh}` });
   });
 
   it('backs off after failed builds and says until when', () => {
@@ -235,15 +231,80 @@ describe('plan: runners', () => {
       profiles: [aProfile().runners(8).build()],
       guests: [template, aTemplate().atGen(older).build(), ...runners],
     });
-    const replaces = result.actions.filter((a) => a.action === 'replace-runner');
-    expect(replaces.map((a) => a.guest)).toEqual(['ci-runner-tiny.1', 'ci-runner-tiny.2']);
-    expect(replaces.every((a) => a.action === 'replace-runner' && a.createFirst && a.template === template.name)).toBe(
-      true,
+    // Nothing old goes before something new is ready: this pass only creates the surge.
+    expect(kinds(result.actions)).toEqual(['create-runner ci-runner-tiny.9', 'create-runner ci-runner-tiny.10']);
+    expect(result.actions.every((a) => a.action === 'create-runner' && a.template === template.name)).toBe(true);
+  });
+
+  it('destroys an outdated runner only once a replacement says ready', () => {
+    const old = [1, 2].map((i) => aRunner().index_(i).onTemplate(older).build());
+    const guests = (condition: 'booting' | 'ready') => [
+      template,
+      aTemplate().atGen(older).build(),
+      ...old,
+      aRunner().index_(3).onTemplate(live).saying(condition).build(),
+    ];
+    const booting = planFor({ profiles: [aProfile().runners(2).build()], guests: guests('booting') });
+    expect(booting.actions).toEqual([]);
+    expect(booting.booting).toEqual(['ci-runner-tiny.3']);
+    expect(booting.waits.map((w) => w.reason)).toContain('outdated runners wait for ci-runner-tiny.3 to say ready');
+    // Saying ready is no lifecycle event: the plan asks to be looked at again shortly.
+    expect(booting.requeue).toEqual({ at: inSeconds(2), reason: 'tiny: runner-booting' });
+    const ready = planFor({ profiles: [aProfile().runners(2).build()], guests: guests('ready') });
+    // One old runner goes (the ready replacement stands in for it) and the next replacement starts.
+    expect(kinds(ready.actions)).toEqual(['destroy-runner ci-runner-tiny.2', 'create-runner ci-runner-tiny.4']);
+  });
+
+  it('leaves a busy outdated runner to finish its job, up to rollout.drainTimeout', () => {
+    const guests = (busySince: string) => [
+      template,
+      aTemplate().atGen(older).build(),
+      aRunner().index_(1).onTemplate(older).build(),
+      aRunner().index_(2).onTemplate(older).saying('busy', busySince).build(),
+      aRunner().index_(3).onTemplate(live).saying('ready').build(),
+      aRunner().index_(4).onTemplate(live).saying('ready').build(),
+    ];
+    const profile = aProfile().runners(2).build();
+    const recent = planFor({ profiles: [profile], guests: guests(new Date(NOW.getTime() - 60_000).toISOString()) });
+    expect(kinds(recent.actions)).toEqual(['destroy-runner ci-runner-tiny.1']);
+    expect(recent.draining).toEqual(['ci-runner-tiny.2']);
+    expect(recent.waits.map((w) => w.reason)).toContainEqual(
+      expect.stringMatching(/ci-runner-tiny.2 is busy on outdated template .*draining/),
     );
-    expect(replaces.map((a) => a.action === 'replace-runner' && a.replacement)).toEqual([
-      'ci-runner-tiny.9',
-      'ci-runner-tiny.10',
-    ]);
+    expect(recent.requeue).toEqual({ at: inSeconds(2), reason: 'tiny: runner-draining' });
+    // The old template stays while its busy runner does.
+    expect(recent.actions.some((a) => a.action === 'retire-template')).toBe(false);
+
+    const timedOut = planFor({
+      profiles: [{ ...profile, rollout: { drainTimeoutSeconds: 3600 } }],
+      guests: guests(new Date(NOW.getTime() - 2 * 3600_000).toISOString()),
+    });
+    expect(kinds(timedOut.actions)).toEqual(['destroy-runner ci-runner-tiny.2', 'destroy-runner ci-runner-tiny.1']);
+    expect(timedOut.actions[0]?.reason).toMatch(/beyond rollout.drainTimeout \(60m\), destroyed mid-job/);
+
+    // Half a second before its drain times out: the plan wakes just after the deadline, not 2 s later.
+    const almost = planFor({
+      profiles: [{ ...profile, rollout: { drainTimeoutSeconds: 3600 } }],
+      guests: guests(new Date(NOW.getTime() - 3599_500).toISOString()),
+    });
+    expect(almost.draining).toEqual(['ci-runner-tiny.2']);
+    expect(almost.requeue).toEqual({ at: inSeconds(1.5), reason: 'tiny: runner-draining' });
+  });
+
+  it('scales down idle runners first and never a busy one', () => {
+    const result = planFor({
+      profiles: [aProfile().runners(1).build()],
+      guests: [
+        template,
+        aRunner().index_(1).onTemplate(live).saying('ready').build(),
+        aRunner().index_(2).onTemplate(live).saying('busy').build(),
+        aRunner().index_(3).onTemplate(live).saying('busy').build(),
+      ],
+    });
+    expect(kinds(result.actions)).toEqual(['destroy-runner ci-runner-tiny.1']);
+    expect(result.waits.map((w) => w.reason)).toContain(
+      '1 busy runner(s) beyond the count of 1 left to finish their job',
+    );
   });
 
   it('replaces a shut-off runner (ephemeral: job done) under the same name, destroying first', () => {
@@ -309,7 +370,7 @@ describe('plan: retirement, removal, ownership', () => {
       policy: aPolicy({ keepTemplates: 1 }),
     });
     expect(kinds(result.actions)).toEqual([
-      'replace-runner ci-runner-tiny.1',
+      'create-runner ci-runner-tiny.2',
       `retire-template ci-template-tiny@${older}`,
     ]);
   });

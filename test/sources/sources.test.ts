@@ -243,8 +243,27 @@ describe('merging sources', () => {
     const result = await compileConfig(await aHostConfig(root).source('one', 'one').write());
     expect(result.problems.map((p) => `${p.where}: ${p.message}`).sort()).toEqual([
       '/guest/xml: not found: domain.xml',
-      '/provision/entry: not found: provision.sh',
+      '/provision: provision has neither provision.sh nor a cloud-init user-data: add one, or name the script in provision.entry',
     ]);
     expect(result.problems.every((p) => p.file === file)).toBe(true);
+  });
+
+  it('a cloud-init provision dir (user-data, no provision.sh) needs no entry; a named entry must exist', async () => {
+    const root = await tempRoot();
+    await aProfileDir(join(root, 'one'), 'web')
+      .withoutFile('provision/provision.sh')
+      .provisionFile('user-data', '#cloud-config\n')
+      .provisionFile('meta-data', '')
+      .write();
+    const ok = await compileConfig(await aHostConfig(root).source('one', 'one').write());
+    expect(ok.problems).toEqual([]);
+    expect(ok.view?.profiles[0]?.provision.entry).toBeUndefined();
+    await aProfileDir(join(root, 'two'), 'web')
+      .withoutFile('provision/provision.sh')
+      .provisionFile('user-data', '#cloud-config\n')
+      .yaml({ provision: { entry: 'setup.sh' } })
+      .write();
+    const bad = await compileConfig(await aHostConfig(root).source('two', 'two').write());
+    expect(bad.problems.map((p) => `${p.where}: ${p.message}`)).toEqual(['/provision/entry: not found: setup.sh']);
   });
 });

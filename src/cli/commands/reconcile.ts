@@ -61,7 +61,7 @@ export const reconcileCommand: Command = {
         );
       }
       const view = refreshed.view!;
-      const runtime = await openRuntime(ctx, { keepFailed: ctx.args['keep-failed'] === true });
+      const runtime = await openRuntime(ctx, { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true });
       const result = await converge(
         view,
         {

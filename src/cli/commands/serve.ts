@@ -40,7 +40,8 @@ See docs/api.md. SIGTERM/SIGINT stop it (exit 0).`,
           config,
           validators: ctx.validators,
           log: ctx.log,
-          openRuntime: () => openRuntime({ ...ctx, config }),
+          // Passes run under the state-dir lock, so they read guests' channels (released after).
+          openRuntime: () => openRuntime({ ...ctx, config }, { holdsLock: true }),
           publish,
         })),
       preview: async () => {

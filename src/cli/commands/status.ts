@@ -2,6 +2,7 @@ import { observeAndPlan } from '../../reconcile/pass.js';
 import { formatProblem } from '../../errors.js';
 import { formatRequeue } from '../../plan/format.js';
 import { createdAt, newestFirst } from '../../plan/gen-time.js';
+import { conditionOf } from '../../plan/runners.js';
 import { readCurrentView } from '../../state/compiled-store.js';
 import { isAlive, readLockHolder } from '../../state/lock.js';
 import { readAbsenceRecord } from '../../state/source-absence.js';
@@ -56,7 +57,8 @@ export const statusCommand: Command = {
       const guests = observed.guests.filter((g) => g.profile === p.name);
       const templates = guests.filter((g) => g.role === 'template').sort(newestFirst);
       const liveTemplate = templates.find((t) => t.meta.inputsHash === p.inputsHash) ?? templates[0];
-      const runners = guests.filter((g) => g.role === 'runner');
+      const runners = guests.filter((g) => g.role === 'runner').sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
+      const running = runners.filter((r) => r.state === 'running');
       const building = guests.find((g) => g.role === 'rebuild');
       const lastOf = (action: string) => events.filter((e) => e.profile === p.name && e.action === action).pop();
       // A follower's "build" is a pull (docs/oci-format.md).
@@ -76,9 +78,18 @@ export const statusCommand: Command = {
             }
           : null,
         runners: {
-          ready: runners.filter((r) => r.state === 'running' && r.meta.gen === liveTemplate?.gen).length,
-          running: runners.filter((r) => r.state === 'running').length,
+          // What the guests said on their status channel: only a ready (or idle) runner is capacity.
+          ready: running.filter((r) => conditionOf(r) === 'ready').length,
+          booting: running.filter((r) => conditionOf(r) === 'booting').length,
+          busy: running.filter((r) => conditionOf(r) === 'busy').length,
+          outdated: running.filter((r) => r.meta.gen !== liveTemplate?.gen).length,
+          running: running.length,
           desired: p.runners,
+          each: runners.map((r) => ({
+            name: r.name,
+            state: r.state === 'running' ? conditionOf(r) : r.state,
+            gen: r.meta.gen,
+          })),
         },
         building: building
           ? {
@@ -134,8 +145,12 @@ export const statusCommand: Command = {
         ? `${p.template.name} (${formatDuration(p.template.ageSeconds)} old${p.template.current ? '' : ', OUTDATED'})`
         : 'no template';
       out.push(
-        `${p.name}  template: ${t}  runners: ${p.runners.ready}/${p.runners.desired} ready${p.runners.running !== p.runners.ready ? ` (${p.runners.running} running)` : ''}`,
+        `${p.name}  template: ${t}  runners: ${p.runners.ready}/${p.runners.desired} ready${runnerDetail(p.runners)}`,
       );
+      if (p.runners.each.length > 0)
+        out.push(
+          `  runners: ${p.runners.each.map((r) => `${r.name} ${r.state}${r.gen === p.template?.gen ? '' : ' (outdated)'}`).join(', ')}`,
+        );
       if (p.building)
         out.push(`  building: ${p.building.name} (${p.building.state}, ${formatDuration(p.building.forSeconds)})`);
       const work = resolved.find((r) => r.name === p.name)?.template ? 'pull' : 'build';
@@ -174,3 +189,8 @@ export const statusCommand: Command = {
     return EXIT.ok;
   },
 };
+
+function runnerDetail(r: { booting: number; busy: number; running: number; ready: number }): string {
+  const parts = [r.booting > 0 ? `${r.booting} booting` : '', r.busy > 0 ? `${r.busy} busy` : ''].filter(Boolean);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
+}

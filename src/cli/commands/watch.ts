@@ -49,7 +49,10 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
     try {
       // Loaded on demand: chokidar and the daemon cost start-up time every other command need not pay.
       const { WatchDaemon } = await import('../../watch/daemon.js');
-      const runtime = await openRuntime({ ...ctx, config }, { keepFailed: ctx.args['keep-failed'] === true });
+      const runtime = await openRuntime(
+        { ...ctx, config },
+        { keepFailed: ctx.args['keep-failed'] === true, holdsLock: true },
+      );
       let onPass: ((pass: PassInfo) => void) | undefined;
       const daemon = new WatchDaemon({
         config,

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { GuestMeta } from '../hypervisor.js';
-import type { CompiledProfile } from '../../sources/view.js';
+import type { CompiledProfile, GuestNetwork } from '../../sources/view.js';
 import { buildDomainXml, child, children, parseDomainXml, type DomainDoc, type XmlNode } from './domain-xml.js';
 import {
   diskSerial,
@@ -12,6 +12,7 @@ import {
   seedDisk,
   setLifecycle,
   setStatusAndConsole,
+  type SocketOwner,
   ROOT_SERIAL,
   SEED_SERIAL,
 } from './devices-xml.js';
@@ -23,8 +24,9 @@ export interface BuildXmlInput {
   meta: GuestMeta;
   disk: string;
   seed: string;
-  status: string;
-  consoleLog: string;
+  statusSocket: string;
+  consoleSocket: string;
+  owner: SocketOwner;
   /** Kernel and initrd copies owned by this generation (direct kernel boot only). */
   kernel?: string;
   initrd?: string;
@@ -60,12 +62,20 @@ function generated(input: BuildXmlInput): DomainDoc {
       features: { acpi: '' },
       on_reboot: 'restart',
       devices: {
-        interface: [{ '@_type': 'user', model: { '@_type': 'virtio' } }],
+        interface: [networkInterface(g.network)],
         // No balloon: the guest does not need one and it costs a PCI slot and a driver.
         memballoon: [{ '@_model': 'none' }],
       },
     },
   };
+}
+
+/** `guest.network`: user-mode (no inbound), a libvirt network, or a host bridge. */
+export function networkInterface(network: GuestNetwork | undefined): XmlNode {
+  const model = { '@_type': 'virtio' };
+  if (!network || network === 'user') return { '@_type': 'user', model };
+  if ('bridge' in network) return { '@_type': 'bridge', source: { '@_bridge': network.bridge }, model };
+  return { '@_type': 'network', source: { '@_network': network.network }, model };
 }
 
 function fillCorralParts(doc: DomainDoc, input: BuildXmlInput): void {
@@ -81,5 +91,5 @@ function fillCorralParts(doc: DomainDoc, input: BuildXmlInput): void {
     return !ours.has(diskSerial(d) ?? '') && t !== 'vda' && t !== 'vdb';
   });
   dev['disk'] = [rootDisk(input.disk), seedDisk(input.seed), ...kept];
-  setStatusAndConsole(doc, input.status, input.consoleLog);
+  setStatusAndConsole(doc, input, input.owner);
 }

@@ -4,6 +4,7 @@
  * backs a runner's overlay, a kernel copy a runner boots from).
  */
 import { unlink } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { hasPrefix } from '../names.js';
 import { children, isNode, parseDomainXml, sourcePath, text, type DomainDoc } from './domain-xml.js';
@@ -91,11 +92,22 @@ export async function destroyGuest(ctx: DestroyContext, name: string): Promise<v
   }
 }
 
-/** Files that the remaining defined guests (ours or not) use, following disk backing chains. */
-export async function filesInUse(ctx: Pick<DestroyContext, 'virsh'>): Promise<Set<string>> {
+/**
+ * Files that the remaining defined guests (ours or not) use, following disk backing chains, and
+ * the files corral keeps by name for each of its guests.
+ */
+export async function filesInUse(
+  ctx: Pick<DestroyContext, 'virsh' | 'layout' | 'log' | 'prefix'>,
+): Promise<Set<string>> {
   const names = (await listNames(ctx.virsh)).filter((n) => !/['\\\n]/.test(n));
   const { out: xmls } = await ctx.virsh.batch(names.map((n) => `dumpxml --inactive ${virshQuote(n)}`));
   const used = new Set<string>();
+  // What corral keeps for a guest outside its domain XML (the status record and console log it
+  // copies the guest's sockets into, its seed): in use as long as the guest is defined.
+  for (const name of names) {
+    const files = filesForName(ctx.layout, ctx.prefix, name);
+    if (files) for (const f of Object.values(files)) if (f) used.add(path.resolve(f));
+  }
   for (const xml of xmls) {
     if (xml === '') continue;
     let doc: DomainDoc;
@@ -105,7 +117,22 @@ export async function filesInUse(ctx: Pick<DestroyContext, 'virsh'>): Promise<Se
       continue;
     }
     for (const f of filesOfDomain(doc)) {
-      for (const link of await backingChain(f)) used.add(link);
+      used.add(path.resolve(f));
+      // Inside imagesDir only corral's qcow2 images have backing files (seeds are raw ISOs, 0600,
+      // and given to qemu while in use; sockets and records are no disks).
+      const images = [ctx.layout.templatesDir, ctx.layout.runnersDir, ctx.layout.baseDir];
+      if (isInside(ctx.layout.root, f) && !images.some((d) => isInside(d, f))) continue;
+      try {
+        for (const link of await backingChain(f)) used.add(link);
+      } catch (err) {
+        // Inside imagesDir an unreadable chain stops the destroy (it may hide a disk in use);
+        // another guest's disk elsewhere that corral may not read cannot be built on ours.
+        if (isInside(ctx.layout.root, f)) throw err;
+        ctx.log.warn(
+          { file: f, error: (err as Error).message },
+          'cannot read the backing chain of a disk outside imagesDir',
+        );
+      }
     }
   }
   return used;

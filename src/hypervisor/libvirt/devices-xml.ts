@@ -31,13 +31,38 @@ export function seedDisk(file: string): XmlNode {
   };
 }
 
-/** A file-backed channel: the guest's verdict stays readable after the guest is gone. */
-export function statusChannel(file: string): XmlNode {
-  return { '@_type': 'file', source: { '@_path': file }, target: { '@_type': 'virtio', '@_name': STATUS_CHANNEL } };
+/** Who may connect to a guest's channel sockets: corral's own uid and gid. */
+export interface SocketOwner {
+  uid: number;
+  gid: number;
 }
 
-export function serialLog(file: string): XmlNode {
-  return { '@_type': 'file', source: { '@_path': file }, target: { '@_port': '0' } };
+export function currentOwner(): SocketOwner {
+  return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+}
+
+/**
+ * A unix socket libvirt creates and hands to QEMU, labelled with corral's uid:gid so corral can
+ * connect whatever user qemu runs as (see channels.ts for why not a file).
+ */
+function boundSocket(file: string, owner: SocketOwner): XmlNode {
+  return {
+    '@_mode': 'bind',
+    '@_path': file,
+    seclabel: { '@_model': 'dac', '@_relabel': 'yes', label: `+${owner.uid}:+${owner.gid}` },
+  };
+}
+
+export function statusChannel(socket: string, owner: SocketOwner): XmlNode {
+  return {
+    '@_type': 'unix',
+    source: boundSocket(socket, owner),
+    target: { '@_type': 'virtio', '@_name': STATUS_CHANNEL },
+  };
+}
+
+export function serialConsole(socket: string, owner: SocketOwner): XmlNode {
+  return { '@_type': 'unix', source: boundSocket(socket, owner), target: { '@_port': '0' } };
 }
 
 export function diskSerial(disk: XmlNode): string | undefined {
@@ -49,12 +74,19 @@ export function isStatusChannel(ch: XmlNode): boolean {
   return isNode(target) && attr(target, 'name') === STATUS_CHANNEL;
 }
 
-/** Points the guest's status channel and serial console at these files (replacing any others). */
-export function setStatusAndConsole(doc: DomainDoc, status: string, consoleLog: string): void {
+/** Points the guest's status channel and serial console at these sockets (replacing any others). */
+export function setStatusAndConsole(
+  doc: DomainDoc,
+  sockets: { statusSocket: string; consoleSocket: string },
+  owner: SocketOwner,
+): void {
   const dev = child(doc.domain, 'devices');
-  dev['channel'] = [...children(dev, 'channel').filter((c) => !isStatusChannel(c)), statusChannel(status)];
-  dev['serial'] = [serialLog(consoleLog)];
-  // libvirt derives <console> from the first serial; a stale one would point at the old log.
+  dev['channel'] = [
+    ...children(dev, 'channel').filter((c) => !isStatusChannel(c)),
+    statusChannel(sockets.statusSocket, owner),
+  ];
+  dev['serial'] = [serialConsole(sockets.consoleSocket, owner)];
+  // libvirt derives <console> from the first serial; a stale one would point at the old socket.
   delete dev['console'];
 }
 
@@ -69,7 +101,7 @@ export function setLifecycle(doc: DomainDoc): void {
   if (!panics.some((p) => attr(p, 'model') === 'isa')) panics.push({ '@_model': 'isa' });
 }
 
-/** The file behind the guest's org.corral.status channel, if it has one. */
+/** The file or socket behind the guest's org.corral.status channel, if it has one. */
 export function statusFileOf(doc: DomainDoc): string | undefined {
   const dev = doc.domain['devices'];
   if (!isNode(dev)) return undefined;

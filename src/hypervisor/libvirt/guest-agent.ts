@@ -51,6 +51,36 @@ export function createGuestAgent(virsh: Virsh) {
     return parseReturn<T>(r.out[0], what, r.stderr);
   };
 
+  /** Opens a file the exec'd shell makes first; gives up once the shell has exited without it. */
+  const openWhenMade = async (
+    path: string,
+    pid: number,
+    domain: string,
+    sleep: (ms: number) => Promise<void>,
+  ): Promise<number> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await one<number>(
+          domain,
+          { execute: 'guest-file-open', arguments: { path, mode: 'r' } },
+          'guest-file-open',
+        );
+      } catch (error) {
+        if (!/No such file/.test((error as Error).message) || attempt >= 200) throw error;
+        const status = await one<{ exited: boolean; exitcode?: number }>(
+          domain,
+          { execute: 'guest-exec-status', arguments: { pid } },
+          'guest-exec-status',
+        );
+        if (status.exited)
+          throw new AgentError(
+            `guest agent: the job shell exited (${status.exitcode ?? 'signal'}) before making ${path}`,
+          );
+        await sleep(50);
+      }
+    }
+  };
+
   return {
     /** True when the agent in the guest answers (it is up and the channel connected). */
     async ping(domain: string): Promise<boolean> {
@@ -69,7 +99,8 @@ export function createGuestAgent(virsh: Virsh) {
       const id = randomBytes(6).toString('hex');
       const dir = `/tmp/corral-job`;
       const file = `${dir}/${id}`;
-      // The output file exists before the agent returns the pid, so it can be opened at once.
+      // guest-exec returns once the shell is forked, not once it made the output file: the file
+      // is opened below with a retry (a busybox guest is usually first, Debian's qemu-ga is not).
       const shell = [
         `mkdir -p ${dir} && : > ${file}.out && cat > ${file}.sh || exit 125`,
         `case "$(head -c 2 ${file}.sh)" in '#!') chmod +x ${file}.sh; ${file}.sh ;; *) sh ${file}.sh ;; esac >> ${file}.out 2>&1`,
@@ -88,11 +119,7 @@ export function createGuestAgent(virsh: Virsh) {
         },
         'guest-exec',
       );
-      const handle = await one<number>(
-        domain,
-        { execute: 'guest-file-open', arguments: { path: `${file}.out`, mode: 'r' } },
-        'guest-file-open',
-      );
+      const handle = await openWhenMade(`${file}.out`, started.pid, domain, sleep);
       const read = agentCommand(domain, { execute: 'guest-file-read', arguments: { handle, count: 65536 } });
       try {
         for (;;) {

@@ -3,7 +3,9 @@
  * qemu-img or genisoimage (via the injected Exec), so failures arrive as CommandErrors.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type {
   BuildCheck,
@@ -15,26 +17,25 @@ import type {
   Observation,
   RunnerRequest,
 } from '../hypervisor.js';
-import path from 'node:path';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
 import { stagingDir } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest, filesInUse } from './destroy.js';
-import { rootDiskOf } from './devices-xml.js';
+import { ChannelPump, hostErrorFor } from './channels.js';
+import { currentOwner, rootDiskOf, type SocketOwner } from './devices-xml.js';
 import { parseDomainXml } from './domain-xml.js';
 import { execaExec, type Exec } from '../../exec/exec.js';
 import { VirshEventStream } from './events.js';
 import { observeGuests } from './observe.js';
 import { buildFiles, filesForName, imageLayout, runnerFiles, type ImageLayout } from './paths.js';
-import { backingChain, createOverlay, virtualSize } from './qcow2.js';
+import { backingChain, createOverlay, IMAGE_MODE, virtualSize } from './qcow2.js';
 import { runnerDomainXml } from './runner-xml.js';
 import { exportTemplate, hasBase, importTemplate, type TemplateIoContext } from './template-io.js';
-import { buildSeedIso } from './seed.js';
-import { buildRunnerSeedIso } from './runner-seed.js';
+import { buildRunnerSeed, buildSeedIso } from './seed.js';
 import { createGuestAgent, type GuestAgent } from './guest-agent.js';
 import { parseDomstate, verdictFor } from './status.js';
-import { createVirsh, guestError, isNoDomain, type Virsh } from './virsh.js';
+import { createVirsh, guestError, isNoDomain, startGuest, type Virsh } from './virsh.js';
 import { GuestExistsError } from '../../errors.js';
 
 export interface LibvirtDeps {
@@ -47,6 +48,14 @@ export interface LibvirtDeps {
   exec?: Exec;
   /** Domain type for generated XML: `qemu` (TCG, the default) or `kvm`. */
   domainType?: string;
+  /**
+   * Connect to guests' status and console sockets and write down what they say (channels.ts).
+   * Only the state-dir lock holder does (a socket serves one client); read-only commands read
+   * what it wrote. Default true.
+   */
+  attachChannels?: boolean;
+  /** This host's name, written on every runner's seed (default os.hostname()). */
+  hostName?: string;
 }
 
 export class LibvirtHypervisor implements Hypervisor {
@@ -57,6 +66,9 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly domainType: string;
+  private readonly pump: ChannelPump | undefined;
+  private readonly owner: SocketOwner = currentOwner();
+  private readonly hostName: string;
   private readonly uri: string;
   /** Domain UUID → corral metadata; see observe.ts for why this memo is safe. */
   private readonly metaMemo = new Map<string, GuestMeta>();
@@ -71,6 +83,8 @@ export class LibvirtHypervisor implements Hypervisor {
     this.prefix = deps.prefix;
     this.log = deps.log.child({ hypervisor: 'libvirt' });
     this.domainType = deps.domainType ?? 'qemu';
+    this.pump = deps.attachChannels === false ? undefined : new ChannelPump(this.log);
+    this.hostName = deps.hostName ?? os.hostname();
     this.uri = deps.uri;
     this.agent = createGuestAgent(this.virsh);
   }
@@ -87,8 +101,60 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.agent.runScript(name, script, { onOutput });
   }
 
-  observe(): Promise<Observation> {
-    return observeGuests({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, metaMemo: this.metaMemo });
+  async observe(): Promise<Observation> {
+    const ctx = { virsh: this.virsh, prefix: this.prefix, layout: this.layout, metaMemo: this.metaMemo };
+    const first = await observeGuests(ctx);
+    const pump = this.pump;
+    if (!pump) return first;
+    const unattached = first.guests.filter(
+      (g) => g.state === 'running' && g.role !== 'template' && !pump.attached(g.name),
+    );
+    if (unattached.length === 0) return first;
+    await Promise.all(unattached.map((g) => this.attach(g.name)));
+    // What a guest had queued arrives at once on connecting (its write blocked until we came).
+    await new Promise((r) => setTimeout(r, 100));
+    return observeGuests(ctx);
+  }
+
+  /** Stops reading guests' channels (only one reader at a time: the state-dir lock holder). */
+  async releaseChannels(): Promise<void> {
+    await this.pump?.detachAll();
+  }
+
+  private async attach(name: string): Promise<void> {
+    const files = filesForName(this.layout, this.prefix, name);
+    if (!files || !this.pump) return;
+    await this.pump.attach(name, files);
+  }
+
+  /**
+   * Creates the dirs corral keeps guest files in, with the modes a stock host needs whatever the
+   * umask (the systemd units use 0027): qemu runs as another user and opens disks and seeds itself,
+   * so the dirs on their paths are 0711 (enter, not list; the files themselves are relabelled for
+   * qemu by libvirt). What corral alone reads (sockets, status records, console logs) is 0700.
+   */
+  private async ensureDirs(): Promise<void> {
+    const l = this.layout;
+    const traversable = [
+      l.root,
+      l.baseDir,
+      path.join(l.baseDir, 'sha256'),
+      l.templatesDir,
+      l.runnersDir,
+      l.seedsDir,
+      l.runnerSeedsDir,
+    ];
+    for (const d of traversable) await this.dirWithMode(d, 0o711);
+    for (const d of [l.socketsDir, l.statusDir, l.logsDir]) await this.dirWithMode(d, 0o700);
+  }
+
+  private async dirWithMode(dir: string, mode: number): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    try {
+      await chmod(dir, mode);
+    } catch (err) {
+      throw hostErrorFor(err as NodeJS.ErrnoException, dir, `set mode ${mode.toString(8)} on`);
+    }
   }
 
   async startBuild(req: BuildRequest): Promise<void> {
@@ -98,9 +164,10 @@ export class LibvirtHypervisor implements Hypervisor {
     if (await this.exists(req.name)) throw new GuestExistsError(req.name);
     const log = this.log.child({ guest: req.name, profile: req.profile.name });
     const l = this.layout;
-    await Promise.all([l.templatesDir, l.seedsDir, l.statusDir, l.logsDir].map((d) => mkdir(d, { recursive: true })));
+    await this.ensureDirs();
     const files = buildFiles(l, parsed.profile, parsed.gen);
     const base = req.baseImage;
+    await chmod(base, IMAGE_MODE).catch(() => undefined); // see IMAGE_MODE; not ours to change if shared
     const size = req.profile.guest.diskBytes;
     if (size !== undefined) {
       const baseSize = await virtualSize(this.exec, base);
@@ -112,8 +179,8 @@ export class LibvirtHypervisor implements Hypervisor {
     try {
       await createOverlay(this.exec, base, files.disk, size);
       await buildSeedIso(this.exec, req.profile.provision, files.seed);
-      // A stale verdict from an earlier attempt must never be read as this build's.
-      await writeFile(files.status, '');
+      // A stale verdict or console from an earlier attempt must never be read as this build's.
+      await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
       const boot = await this.copyBootFiles(req, files.disk);
       const input = {
         name: req.name,
@@ -122,6 +189,7 @@ export class LibvirtHypervisor implements Hypervisor {
         ...files,
         ...boot,
         domainType: this.domainType,
+        owner: this.owner,
       };
       await this.virsh.define(await rebuildDomainXml(input)).catch((err: unknown) => {
         throw guestError(req.name, err);
@@ -134,10 +202,14 @@ export class LibvirtHypervisor implements Hypervisor {
       );
       throw err;
     }
-    // From here on a failure leaves a defined rebuild guest without verdict: the next pass discards it.
-    await this.virsh.run(['start', req.name]).catch((err: unknown) => {
-      throw guestError(req.name, err);
-    });
+    // A guest libvirt cannot start is the host's problem: undefine it (with its files) and say so.
+    try {
+      await startGuest(this.virsh, req.name);
+    } catch (err) {
+      await this.destroy(req.name).catch(() => undefined);
+      throw err;
+    }
+    await this.attach(req.name);
     log.info({ disk: files.disk, base }, 'rebuild guest started');
   }
 
@@ -158,9 +230,11 @@ export class LibvirtHypervisor implements Hypervisor {
     const stem = disk.replace(/\.qcow2$/, '');
     const kernel = `${stem}.kernel`;
     await copyFile(g.kernel, kernel);
+    await chmod(kernel, IMAGE_MODE);
     if (!g.initrd) return { kernel };
     const initrd = `${stem}.initrd`;
     await copyFile(g.initrd, initrd);
+    await chmod(initrd, IMAGE_MODE);
     return { kernel, initrd };
   }
 
@@ -172,9 +246,13 @@ export class LibvirtHypervisor implements Hypervisor {
       if (isNoDomain(err)) return { done: true, verdict: { ok: false, reason: 'guest vanished' } };
       throw err;
     }
-    const status = filesForName(this.layout, this.prefix, name)?.status;
-    if (!status) throw new Error(`${name} is not a corral guest name`);
-    const verdict = await verdictFor(parseDomstate(out), status);
+    const files = filesForName(this.layout, this.prefix, name);
+    if (!files) throw new Error(`${name} is not a corral guest name`);
+    const state = parseDomstate(out);
+    if (state.state === 'running') await this.attach(name);
+    // A stopped guest's last words may still be on their way from its socket.
+    else await this.pump?.settle(name);
+    const verdict = await verdictFor(state, files.status);
     return verdict ? { done: true, verdict } : { done: false };
   }
 
@@ -194,43 +272,51 @@ export class LibvirtHypervisor implements Hypervisor {
     const files = runnerFiles(this.layout, req.name);
     const t = parseName(this.prefix, req.template);
     if (t?.role !== 'template') throw new Error(`${req.template} is not a template guest name`);
-    await Promise.all([this.layout.runnersDir, this.layout.statusDir].map((d) => mkdir(d, { recursive: true })));
-    // The overlay is made under a temp name and only renamed once define has succeeded, so a
-    // clash with an existing guest of this name never touches that guest's disk.
-    const tmpDisk = `${files.disk}.tmp-${randomBytes(4).toString('hex')}`;
-    // The runner's seed, like its disk, is built under a temp name and moved in after define.
-    const seed = req.seedFiles ? path.join(this.layout.seedsDir, `${req.name}.iso`) : undefined;
-    const tmpSeed = `${seed}.tmp-${randomBytes(4).toString('hex')}`;
+    await this.ensureDirs();
+    // The overlay and the seed are made under temp names and only renamed once define has
+    // succeeded, so a clash with an existing guest of this name never touches that guest's files.
+    const suffix = `.tmp-${randomBytes(4).toString('hex')}`;
+    const tmpDisk = `${files.disk}${suffix}`;
+    const tmpSeed = `${files.seed}${suffix}`;
     try {
-      if (seed && req.seedFiles) {
-        await mkdir(this.layout.seedsDir, { recursive: true });
-        await buildRunnerSeedIso(this.exec, req.name, req.seedFiles, tmpSeed);
-      }
       const templateXml = await this.templateDomainXml(req.template);
       const templateDisk = rootDiskOf(parseDomainXml(templateXml));
       if (!templateDisk) throw new Error(`template ${req.template} has no corral root disk`);
-      // libvirt does not open disks at define time, so the overlay and the define run side by side.
-      const [overlay, defined] = await Promise.allSettled([
+      // One seed per runner (seed.ts): its identity, plus a CI system's registration files under corral/.
+      const identity = {
+        name: req.name,
+        profile: req.profile.name,
+        labels: req.profile.labels,
+        host: this.hostName,
+        ...(req.seedFiles ? { extra: req.seedFiles } : {}),
+      };
+      const xml = runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files, owner: this.owner });
+      // libvirt does not open disks at define time, so the overlay, the seed and the define run side by side.
+      const [overlay, seed, defined] = await Promise.allSettled([
         createOverlay(this.exec, templateDisk, tmpDisk),
-        this.virsh.define(
-          runnerDomainXml(templateXml, { name: req.name, meta: req.meta, ...files, ...(seed ? { seed } : {}) }),
-        ),
+        buildRunnerSeed(this.exec, identity, tmpSeed),
+        this.virsh.define(xml),
       ]);
-      if (overlay.status === 'rejected') {
+      const failed = [overlay, seed].find((r) => r.status === 'rejected');
+      if (failed) {
         if (defined.status === 'fulfilled') await this.virsh.run(['undefine', req.name]).catch(() => undefined);
-        throw overlay.reason;
+        throw failed.reason;
       }
       if (defined.status === 'rejected') throw guestError(req.name, defined.reason);
+      await rename(tmpSeed, files.seed);
       await rename(tmpDisk, files.disk);
-      if (seed) await rename(tmpSeed, seed);
     } finally {
       await rm(tmpDisk, { force: true });
       await rm(tmpSeed, { force: true });
     }
-    await writeFile(files.status, '');
-    await this.virsh.run(['start', req.name]).catch((err: unknown) => {
-      throw guestError(req.name, err);
-    });
+    await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
+    try {
+      await startGuest(this.virsh, req.name);
+    } catch (err) {
+      await this.destroy(req.name).catch(() => undefined);
+      throw err;
+    }
+    await this.attach(req.name);
     this.log.debug({ guest: req.name, template: req.template }, 'runner started');
   }
 
@@ -244,8 +330,9 @@ export class LibvirtHypervisor implements Hypervisor {
     return xml;
   }
 
-  destroy(name: string): Promise<void> {
+  async destroy(name: string): Promise<void> {
     this.templateXml.delete(name);
+    await this.pump?.detach(name);
     return destroyGuest({ virsh: this.virsh, prefix: this.prefix, layout: this.layout, log: this.log }, name);
   }
 
@@ -274,7 +361,7 @@ export class LibvirtHypervisor implements Hypervisor {
   }
 
   filesInUse(): Promise<Set<string>> {
-    return filesInUse({ virsh: this.virsh });
+    return filesInUse({ virsh: this.virsh, layout: this.layout, log: this.log, prefix: this.prefix });
   }
 
   get templates(): NonNullable<Hypervisor['templates']> {
@@ -290,16 +377,25 @@ export class LibvirtHypervisor implements Hypervisor {
       hasBase: (version) => hasBase(io, version),
       stagingDir: (key) => stagingDir(this.layout.root, key),
       import: async (req) => {
+        await this.ensureDirs();
         await importTemplate(io, req);
         this.log.info({ guest: req.name }, 'template imported');
       },
     };
   }
 
+  /** What corral wrote down of the guest's serial console; a record it may not read is a HostError. */
   async consoleLog(name: string): Promise<string | undefined> {
     const file = filesForName(this.layout, this.prefix, name)?.consoleLog;
     if (!file) return undefined;
-    return readFile(file, 'utf8').catch(() => undefined);
+    await this.pump?.flush(name);
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') return undefined;
+      throw hostErrorFor(e, file, 'read the console log');
+    }
   }
 }
 

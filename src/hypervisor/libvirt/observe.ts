@@ -14,7 +14,8 @@ import { hasPrefix, parseName, type ParsedName } from '../names.js';
 import { parseDomstats, parseUuidList } from './domstats.js';
 import { CORRAL_XMLNS, parseMetaElement } from './metadata.js';
 import { filesForName, type ImageLayout } from './paths.js';
-import { verdictFor, type DomState } from './status.js';
+import { parseCondition, readStatusRecord, verdictFor, type DomState } from './status.js';
+import { stat } from 'node:fs/promises';
 import { lostConnection, virshQuote, type Virsh } from './virsh.js';
 
 export interface ObserveContext {
@@ -79,7 +80,8 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
       : (fetched.get(c.uuid) ?? { ok: false, reason: UNRECOGNIZED.noMeta });
     if (meta.ok) ctx.metaMemo.set(c.uuid, meta.meta);
     const verdict = c.parsed.role === 'rebuild' ? await rebuildVerdict(ctx, c) : undefined;
-    raws.push({ name: c.name, state: c.state.state, meta, ...(verdict ? { verdict } : {}) });
+    const condition = c.parsed.role === 'runner' ? await runnerCondition(ctx, c) : {};
+    raws.push({ name: c.name, state: c.state.state, meta, ...(verdict ? { verdict } : {}), ...condition });
   }
   return classify(ctx.prefix, raws);
 }
@@ -88,4 +90,16 @@ export async function observeGuests(ctx: ObserveContext): Promise<Observation> {
 async function rebuildVerdict(ctx: ObserveContext, c: Candidate): Promise<Verdict | undefined> {
   const statusFile = filesForName(ctx.layout, ctx.prefix, c.name)?.status;
   return statusFile ? verdictFor(c.state, statusFile) : undefined;
+}
+
+/** What a running runner last said on its status channel (and when), from the file corral copies it into. */
+async function runnerCondition(
+  ctx: ObserveContext,
+  c: Candidate,
+): Promise<Pick<RawGuest, 'condition' | 'conditionSince'>> {
+  const statusFile = filesForName(ctx.layout, ctx.prefix, c.name)?.status;
+  if (c.state.state !== 'running' || !statusFile) return {};
+  const condition = parseCondition(await readStatusRecord(statusFile));
+  const since = await stat(statusFile).catch(() => undefined);
+  return { condition, ...(since ? { conditionSince: since.mtime.toISOString() } : {}) };
 }

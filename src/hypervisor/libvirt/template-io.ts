@@ -6,16 +6,24 @@
  * re-pointed at this host's copy of the base, and defining the domain — the last step — is what
  * makes the template exist, so an import that fails midway leaves no template behind.
  */
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { GuestMeta, TemplateExport, TemplateImport } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { adoptBase, cachedBasePath } from '../../images/base-cache.js';
 import { child, children, isNode, parseDomainXml, buildDomainXml, text, type XmlNode } from './domain-xml.js';
-import { diskSerial, ROOT_SERIAL, rootDiskOf, SEED_SERIAL, setLifecycle, setStatusAndConsole } from './devices-xml.js';
+import {
+  currentOwner,
+  diskSerial,
+  ROOT_SERIAL,
+  rootDiskOf,
+  SEED_SERIAL,
+  setLifecycle,
+  setStatusAndConsole,
+} from './devices-xml.js';
 import type { Exec } from '../../exec/exec.js';
 import { readMeta, setMeta } from './metadata.js';
 import { buildFiles, type ImageLayout } from './paths.js';
-import { readBackingFile } from './qcow2.js';
+import { IMAGE_MODE, readBackingFile } from './qcow2.js';
 import type { Virsh } from './virsh.js';
 
 export interface TemplateIoContext {
@@ -122,6 +130,8 @@ export async function importTemplate(ctx: TemplateIoContext, req: TemplateImport
     }
     await rename(stagedDisk, target.disk);
     landed.push(target.disk);
+    // As for every image corral makes (qcow2.ts, IMAGE_MODE): qemu as another user must read the chain.
+    await Promise.all([target.disk, ...(base ? [base] : [])].map((f) => chmod(f, IMAGE_MODE).catch(() => undefined)));
     await writeFile(target.status, '');
     await ctx.virsh.define(templateXml(req, { ...target, ...boot, domainType: ctx.domainType }));
   } catch (err) {
@@ -132,7 +142,14 @@ export async function importTemplate(ctx: TemplateIoContext, req: TemplateImport
 
 function templateXml(
   req: TemplateImport,
-  files: { disk: string; status: string; consoleLog: string; kernel?: string; initrd?: string; domainType: string },
+  files: {
+    disk: string;
+    statusSocket: string;
+    consoleSocket: string;
+    kernel?: string;
+    initrd?: string;
+    domainType: string;
+  },
 ): string {
   const doc = parseDomainXml(req.domainXml);
   doc.domain['@_type'] = files.domainType;
@@ -151,7 +168,8 @@ function templateXml(
   const root = children(dev, 'disk').find((d) => diskSerial(d) === ROOT_SERIAL);
   if (!root) throw new Error(`template ${req.name}: its domain XML has no disk tagged ${ROOT_SERIAL}`);
   root['source'] = { '@_file': files.disk };
-  setStatusAndConsole(doc, files.status, files.consoleLog);
+  // Templates never run; their runners get their own sockets (runner-xml.ts). Labelled for this process.
+  setStatusAndConsole(doc, files, currentOwner());
   return buildDomainXml(doc);
 }
 

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CommandError, GuestExistsError, NoSuchGuestError, TransientError } from '../../errors.js';
+import { CommandError, GuestExistsError, HostError, NoSuchGuestError, TransientError } from '../../errors.js';
 import type { Exec } from '../../exec/exec.js';
 
 export interface BatchResult {
@@ -124,4 +124,18 @@ export function guestError(guest: string, err: unknown): unknown {
   if (NO_DOMAIN.test(err.stderr)) return new NoSuchGuestError(guest, { cause: err });
   if (EXISTS.test(err.stderr)) return new GuestExistsError(guest, { cause: err });
   return err;
+}
+
+/**
+ * `virsh start`. libvirt refusing to start a guest (virtlogd not running, a disk qemu may not
+ * open, a missing bridge) is a problem of the host, never of the guest: a HostError.
+ */
+export async function startGuest(virsh: Virsh, name: string): Promise<void> {
+  try {
+    await virsh.run(['start', name]);
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+    const detail = err.stderr.trim().split('\n').filter(Boolean).join(' ') || err.message;
+    throw new HostError(`libvirt could not start ${name}: ${detail}`, { cause: err });
+  }
 }

@@ -39,8 +39,9 @@ function input(guest: CompiledProfile['guest'], over: Partial<BuildXmlInput> = {
     domainType: 'qemu',
     disk: '/i/t/p@g.qcow2',
     seed: '/i/s/p@g.iso',
-    status: '/i/st/p@g.status',
-    consoleLog: '/i/l/p@g.log',
+    statusSocket: '/i/sockets/p@g.status.sock',
+    consoleSocket: '/i/sockets/p@g.console.sock',
+    owner: { uid: 105, gid: 115 },
     ...over,
   };
 }
@@ -64,7 +65,38 @@ describe('rebuildDomainXml', () => {
     expect(children(dev, 'disk').map(sourcePath)).toEqual(['/i/t/p@g.qcow2', '/i/s/p@g.iso']);
     expect(children(dev, 'panic')).toEqual([{ '@_model': 'isa' }]);
     expect(xml).toContain('name="org.corral.status"');
+    // Channels are sockets libvirt binds and labels with corral's own uid:gid (channels.ts).
+    const [channel] = children(dev, 'channel');
+    expect(channel).toMatchObject({
+      '@_type': 'unix',
+      source: {
+        '@_mode': 'bind',
+        '@_path': '/i/sockets/p@g.status.sock',
+        seclabel: { '@_model': 'dac', '@_relabel': 'yes', label: '+105:+115' },
+      },
+    });
+    expect(children(dev, 'serial')[0]).toMatchObject({
+      '@_type': 'unix',
+      source: { '@_path': '/i/sockets/p@g.console.sock' },
+    });
+    expect(children(dev, 'interface')).toEqual([{ '@_type': 'user', model: { '@_type': 'virtio' } }]);
     expect(readMeta(parseDomainXml(xml))).toEqual({ ok: true, meta });
+  });
+
+  it('puts the guest on the network guest.network names', async () => {
+    const nic = async (network: CompiledProfile['guest']['network']) =>
+      children(
+        parseDomainXml(await rebuildDomainXml(input({ cpus: 1, memoryMiB: 64, ...(network ? { network } : {}) })))
+          .domain['devices'] as XmlNode,
+        'interface',
+      );
+    expect(await nic('user')).toEqual([{ '@_type': 'user', model: { '@_type': 'virtio' } }]);
+    expect(await nic({ network: 'default' })).toEqual([
+      { '@_type': 'network', source: { '@_network': 'default' }, model: { '@_type': 'virtio' } },
+    ]);
+    expect(await nic({ bridge: 'br0' })).toEqual([
+      { '@_type': 'bridge', source: { '@_bridge': 'br0' }, model: { '@_type': 'virtio' } },
+    ]);
   });
 
   it('boots from disk when the profile has no kernel', async () => {
@@ -94,7 +126,7 @@ describe('rebuildDomainXml', () => {
     const dev = d['devices'] as XmlNode;
     expect(children(dev, 'disk').map(sourcePath)).toEqual(['/i/t/p@g.qcow2', '/i/s/p@g.iso', '/data/cache.qcow2']);
     expect(children(dev, 'interface')).toHaveLength(1);
-    expect(children(dev, 'serial').map(sourcePath)).toEqual(['/i/l/p@g.log']);
+    expect(children(dev, 'serial').map(sourcePath)).toEqual(['/i/sockets/p@g.console.sock']);
     expect(dev['console']).toBeUndefined();
     expect(readMeta(parseDomainXml(xml))).toEqual({ ok: true, meta });
   });

@@ -62,8 +62,9 @@ function xmlFor(name: string, gen: string, over: Partial<BuildXmlInput> = {}): P
     domainType: 'qemu',
     disk: '/nonexistent/disk.qcow2',
     seed: '/nonexistent/seed.iso',
-    status: '/nonexistent/status',
-    consoleLog: '/nonexistent/console.log',
+    statusSocket: '/nonexistent/status.sock',
+    consoleSocket: '/nonexistent/console.sock',
+    owner: { uid: 0, gid: 0 },
     ...over,
   });
 }

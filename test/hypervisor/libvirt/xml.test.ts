@@ -86,8 +86,10 @@ describe('runner XML from a template', () => {
     name: 'ci-runner-tiny.3',
     meta: { ...meta, createdAt: '2026-02-02T00:00:00.000Z' },
     disk: '/i/runners/ci-runner-tiny.3.qcow2',
-    status: '/i/status/ci-runner-tiny.3.status',
-    consoleLog: '/i/logs/ci-runner-tiny.3.console.log',
+    seed: '/i/seeds/runners/ci-runner-tiny.3.iso',
+    statusSocket: '/i/sockets/ci-runner-tiny.3.status.sock',
+    consoleSocket: '/i/sockets/ci-runner-tiny.3.console.sock',
+    owner: { uid: 105, gid: 115 },
   });
   const doc = parseDomainXml(xml);
   const dev = doc.domain['devices'] as XmlNode;
@@ -99,16 +101,20 @@ describe('runner XML from a template', () => {
     expect(readMeta(doc)).toEqual({ ok: true, meta: { ...meta, createdAt: '2026-02-02T00:00:00.000Z' } });
   });
 
-  it('boots its own overlay without the seed, and writes its own status and console files', () => {
+  it("boots its own overlay with its own seed instead of the template's, and has its own sockets", () => {
     const disks = children(dev, 'disk');
-    expect(disks.map(sourcePath)).toEqual(['/i/runners/ci-runner-tiny.3.qcow2']);
+    expect(disks.map(sourcePath)).toEqual([
+      '/i/runners/ci-runner-tiny.3.qcow2',
+      '/i/seeds/runners/ci-runner-tiny.3.iso',
+    ]);
     expect(disks[0]?.['backingStore']).toBeUndefined();
     expect(dev['console']).toBeUndefined();
     expect(filesOfDomain(doc).sort()).toEqual(
       [
         '/i/runners/ci-runner-tiny.3.qcow2',
-        '/i/logs/ci-runner-tiny.3.console.log',
-        '/i/status/ci-runner-tiny.3.status',
+        '/i/seeds/runners/ci-runner-tiny.3.iso',
+        '/i/sockets/ci-runner-tiny.3.console.sock',
+        '/i/sockets/ci-runner-tiny.3.status.sock',
         '/i/templates/tiny@g.kernel',
       ].sort(),
     );
