@@ -15,6 +15,8 @@ import type { RunnerLogs } from '../state/runner-logs.js';
 import { ForgeError } from '../ci/github/forge-error.js';
 import type { RunnerCi } from '../ci/runner-ci.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
+import type { DeregistrationStore } from '../state/ci-deregistrations.js';
+import type { PendingDeregistration } from '../plan/types.js';
 import { parseReference } from '../oci/reference.js';
 import type { PublishStore } from '../state/published.js';
 import { pullTemplate, pushTemplate, type TransferDeps } from './template-transfer.js';
@@ -45,6 +47,8 @@ export interface ApplyDeps extends BuildDeps {
   /** Registers runners with their profile's CI system (absent: no profile uses one). */
   ci?: RunnerCi;
   ciOutages?: CiOutageStore;
+  /** Failed hook deregistrations, retried with back-off (absent: a failure is only logged). */
+  deregistrations?: DeregistrationStore;
   /** For profiles that follow (`template: {oci}`) or publish to a registry. */
   registry?: Omit<TransferDeps, 'hypervisor'>;
   /** What each publishing profile last pushed, and the back-off of failed pushes. */
@@ -273,6 +277,9 @@ async function createRunner(
   let seedFiles: Record<string, string> = {};
   if (deps.ci && profile.ci) {
     try {
+      // A name whose last registration is not deregistered yet is not registered again before it is.
+      const pending = (await deps.deregistrations?.read())?.[name];
+      if (pending) await retryDeregistration(name, pending, profile, deps, true);
       seedFiles = await deps.ci.register(name, profile);
     } catch (error) {
       if (error instanceof ForgeError && deps.ciOutages) {
@@ -308,13 +315,113 @@ async function createRunner(
   if (deps.ci && profile.ci) await deps.ciOutages?.recordSuccess(profile.name);
 }
 
-/** Best effort: a registration left behind is deleted by the next sweep (or, for hooks, reported). */
+/**
+ * After a runner's guest is gone. GitHub: best effort, the sweep deletes what is left. A hook:
+ * a failure is kept in the deregistration store, in the events with the hook's stderr, and
+ * retried after a back-off (retryDeregistrations).
+ */
 async function deregister(runner: string, profile: CompiledProfile | undefined, deps: ApplyDeps): Promise<void> {
   if (!deps.ci || !profile?.ci) return;
   try {
     await deps.ci.deregister(runner, profile);
+    await deps.deregistrations?.recordSuccess(runner);
   } catch (error) {
-    deps.log.warn({ runner, error: (error as Error).message }, 'could not deregister the runner');
+    const message = (error as Error).message;
+    if (profile.ci.kind !== 'hook' || !deps.deregistrations)
+      return void deps.log.warn({ runner, error: message }, 'could not deregister the runner');
+    const entry = await deps.deregistrations.recordFailure(
+      runner,
+      { profile: profile.name, system: 'hook', error: message },
+      deps.clock(),
+    );
+    deps.log.warn({ runner, error: message, retryAt: entry.retryAt }, 'deregister hook failed; retrying later');
+    await deregisterEvent(
+      runner,
+      profile.name,
+      `after its guest was destroyed; retry at ${entry.retryAt}`,
+      deps,
+      message,
+    );
+  }
+}
+
+async function deregisterEvent(
+  runner: string,
+  profile: string,
+  reason: string,
+  deps: Pick<ApplyDeps, 'events' | 'clock'>,
+  error?: string,
+): Promise<void> {
+  await deps.events.append({
+    time: deps.clock().toISOString(),
+    action: 'deregister',
+    guest: runner,
+    profile,
+    reason,
+    ok: error === undefined,
+    ...(error !== undefined ? { error } : {}),
+    durationMs: 0,
+  });
+}
+
+/**
+ * One more try of a failed deregistration. Success drops it; failure backs it off further. With
+ * `rethrow` (a runner of that name is about to be created) the failure is the caller's too.
+ */
+async function retryDeregistration(
+  runner: string,
+  pending: PendingDeregistration,
+  profile: CompiledProfile | undefined,
+  deps: Pick<ApplyDeps, 'ci' | 'deregistrations' | 'events' | 'clock' | 'log'>,
+  rethrow = false,
+): Promise<void> {
+  if (!deps.ci || !deps.deregistrations) return;
+  if (profile?.ci?.kind !== 'hook' || !profile.ci.deregister) {
+    // The profile is gone or has no deregister hook any more: nothing is left that could run it.
+    await deps.deregistrations.recordSuccess(runner);
+    deps.log.warn(
+      { runner, profile: pending.profile },
+      'dropped a pending deregistration: its profile has no deregister hook now',
+    );
+    return void (await deregisterEvent(
+      runner,
+      pending.profile,
+      'dropped: the profile has no deregister hook now',
+      deps,
+    ));
+  }
+  try {
+    await deps.ci.deregister(runner, profile);
+  } catch (error) {
+    const message = (error as Error).message;
+    const entry = await deps.deregistrations.recordFailure(
+      runner,
+      { profile: profile.name, system: 'hook', error: message },
+      deps.clock(),
+    );
+    await deregisterEvent(runner, profile.name, `retry ${entry.failures}; next at ${entry.retryAt}`, deps, message);
+    if (rethrow)
+      throw new ForgeError(
+        'hook',
+        `deregistering the previous ${runner} still fails, so it is not registered again: ${message}`,
+      );
+    return;
+  }
+  await deps.deregistrations.recordSuccess(runner);
+  deps.log.info({ runner, failures: pending.failures }, 'deregister hook succeeded on retry');
+  await deregisterEvent(runner, profile.name, `retry after ${pending.failures} failure(s) succeeded`, deps);
+}
+
+/** Retries every failed deregistration whose back-off is over (a pass does this before planning). */
+export async function retryDeregistrations(
+  profiles: ReadonlyMap<string, CompiledProfile>,
+  deps: Pick<ApplyDeps, 'ci' | 'deregistrations' | 'events' | 'clock' | 'log'>,
+): Promise<void> {
+  if (!deps.ci || !deps.deregistrations) return;
+  const now = deps.clock().getTime();
+  for (const [runner, pending] of Object.entries(await deps.deregistrations.read())) {
+    if (Date.parse(pending.retryAt) > now) continue;
+    await retryDeregistration(runner, pending, profiles.get(pending.profile), deps);
   }
 }
 

@@ -25,6 +25,8 @@ export function runnerCiStates(input: {
   ciState: CiState | undefined;
   claims: Claim[];
   outage: CiOutage | undefined;
+  /** Claims made before this ISO time are stale (older than ci.maxJobDuration); absent: none is. */
+  staleBefore?: string;
 }): { runners: RunnerCiState[]; orphans: string[] } {
   const { profile, runners, host, ciState, claims } = input;
   const ci = profile.ci;
@@ -34,6 +36,11 @@ export function runnerCiStates(input: {
       runners: names.map((name) => {
         const runner = runners.find((r) => r.name === name);
         const claim = claims.find((c) => c.runner === name && c.guestCreatedAt === runner?.meta.createdAt);
+        if (claim && input.staleBefore && Date.parse(claim.claimedAt) < Date.parse(input.staleBefore))
+          return {
+            name,
+            state: `stale claim (job ${claim.job} at ${claim.claimedAt}: no cleanup within ci.maxJobDuration; the next pass replaces it)`,
+          };
         if (claim) return { name, state: `busy (claimed by job ${claim.job} at ${claim.claimedAt})` };
         return { name, state: runner?.state === 'running' ? 'idle' : (runner?.state ?? 'gone') };
       }),
@@ -78,6 +85,8 @@ export interface CiFacts {
   ciState: CiState | undefined;
   claims: Claim[];
   outages: Record<string, CiOutage>;
+  /** Claims made before this ISO time are stale (now − ci.maxJobDuration). */
+  staleBefore?: string;
 }
 
 export interface ProfileCiSummary {
@@ -108,6 +117,7 @@ export function profileCiSummary(
     ciState: facts.ciState,
     claims: facts.claims,
     outage,
+    ...(facts.staleBefore ? { staleBefore: facts.staleBefore } : {}),
   });
   const known =
     profile.ci.kind === 'gitlab' ||
@@ -126,11 +136,17 @@ export function isBusy(runner: RunnerCiState): boolean {
 }
 
 /** Reads the CI facts from the state dir (never from a CI system). */
-export async function readCiFacts(config: HostConfig): Promise<CiFacts> {
+export async function readCiFacts(config: HostConfig, now = new Date()): Promise<CiFacts> {
   const [ciState, claims, outages] = await Promise.all([
     readCiState(config.stateDir),
     new ClaimStore(config.stateDir).list(),
     new CiOutageStore(config.stateDir, config.ci.backoff).read(),
   ]);
-  return { host: config.ci.host, ciState, claims, outages };
+  return {
+    host: config.ci.host,
+    ciState,
+    claims,
+    outages,
+    staleBefore: new Date(now.getTime() - config.ci.maxJobSeconds * 1000).toISOString(),
+  };
 }

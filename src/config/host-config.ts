@@ -45,11 +45,25 @@ export interface HostConfig {
   /** Free space imagesDir must keep; below it: collect, then refuse downloads and builds. */
   minFreeBytes: number;
   gc: GcSettings;
-  /** `host`: this machine's name in CI registrations; back-off after a CI system failed. */
-  ci: { host: string; backoff: { initialSeconds: number; maxSeconds: number } };
+  /**
+   * `host`: this machine's name in CI registrations; back-off after a CI system failed;
+   * `claimWaitSeconds`: how long GitLab's prepare waits for a free ready runner (0: fail at once);
+   * `maxJobSeconds`: a claim older than this is stale (its cleanup never came): the runner is replaced.
+   */
+  ci: {
+    host: string;
+    backoff: { initialSeconds: number; maxSeconds: number };
+    claimWaitSeconds: number;
+    maxJobSeconds: number;
+  };
   /** `corral serve` / `watch --serve`: where to listen, and the file holding the bearer token for mutations. */
   server: { host: string; port: number; tokenFile?: string };
 }
+
+/** GitLab's prepare waits this long for a free ready runner before a system failure. */
+export const DEFAULT_CLAIM_WAIT_SECONDS = 600;
+/** A GitLab claim older than this (no cleanup came) is stale; like rollout.drainTimeout's default. */
+export const DEFAULT_MAX_JOB_SECONDS = 6 * 3600;
 
 export const DEFAULT_LISTEN = { host: '127.0.0.1', port: 8470 };
 
@@ -63,6 +77,8 @@ export const RANGES = {
   absentGrace: { min: 0, max: 30 * DAY },
   keepFailedGuests: { min: 0, max: 365 * DAY },
   keepInterruptedPulls: { min: 0, max: 30 * DAY },
+  claimWait: { min: 0, max: DAY },
+  maxJobDuration: { min: 60, max: 30 * DAY },
 } satisfies Record<string, Range>;
 
 export function builtinProfilesDir(): string {
@@ -120,7 +136,13 @@ function normalize(
       keepFailedGuests?: unknown;
       keepInterruptedPulls?: unknown;
     };
-    ci?: { host?: string; backoffInitial?: unknown; backoffMax?: unknown };
+    ci?: {
+      host?: string;
+      backoffInitial?: unknown;
+      backoffMax?: unknown;
+      claimWait?: unknown;
+      maxJobDuration?: unknown;
+    };
     server?: { listen?: string; tokenFile?: string };
   };
   // `--config /dev/stdin` (or a process substitution): relative paths are relative to where corral runs, not /dev.
@@ -184,6 +206,13 @@ function normalize(
         initialSeconds: duration(c.ci?.backoffInitial, '/ci/backoffInitial', 15, RANGES.backoffInitial),
         maxSeconds: duration(c.ci?.backoffMax, '/ci/backoffMax', 600, RANGES.backoffMax),
       },
+      claimWaitSeconds: duration(c.ci?.claimWait, '/ci/claimWait', DEFAULT_CLAIM_WAIT_SECONDS, RANGES.claimWait),
+      maxJobSeconds: duration(
+        c.ci?.maxJobDuration,
+        '/ci/maxJobDuration',
+        DEFAULT_MAX_JOB_SECONDS,
+        RANGES.maxJobDuration,
+      ),
     },
     minFreeBytes: 0,
     gc: {

@@ -128,6 +128,13 @@ export interface TemplateImport {
   baseOrigin?: { reference: string; cachedAt: string; digest?: string };
 }
 
+export interface ScriptOptions {
+  /** Aborted: stop the script (process group: SIGTERM, then SIGKILL after `killGraceMs`). */
+  signal?: AbortSignal;
+  /** Between SIGTERM and SIGKILL (default 5 s: gitlab-runner itself waits longer before killing us). */
+  killGraceMs?: number;
+}
+
 export interface Hypervisor {
   readonly kind: string;
   /** Every guest carrying our prefix, in as few backend calls as possible (libvirt: one virsh process). */
@@ -167,8 +174,13 @@ export interface Hypervisor {
   filesInUse(): Promise<Set<string>>;
   /** Whether a script can run in the running guest now (libvirt: its QEMU guest agent answers). */
   canRunScripts?(name: string): Promise<boolean>;
-  /** Runs a script inside the guest, streaming its output; resolves with its exit status. */
-  runScript?(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number>;
+  /**
+   * Runs a script inside the guest, streaming its output; resolves with its exit status. When
+   * `signal` aborts (the CI job was cancelled or timed out), the script's whole process group in
+   * the guest gets SIGTERM, then SIGKILL after a grace period, and the call resolves with the
+   * status it ended with (128 + the signal when it was killed).
+   */
+  runScript?(name: string, script: string, onOutput: (chunk: Buffer) => void, opts?: ScriptOptions): Promise<number>;
   /** Backends that can move templates between hosts (corral push/pull) implement these. */
   templates?: {
     export(name: string): Promise<TemplateExport>;

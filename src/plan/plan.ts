@@ -247,6 +247,17 @@ function planProfile(
   const creationBlocked = outage && Date.parse(outage.retryAt) > ctx.now.getTime() ? formatOutage(outage) : undefined;
   if (outage && creationBlocked)
     waits.push({ ...base, kind: 'ci-outage', until: outage.retryAt, reason: creationBlocked });
+  for (const [runner, d] of Object.entries(ctx.facts.pendingDeregistrations ?? {}).sort(([a], [b]) =>
+    a.localeCompare(b),
+  )) {
+    if (d.profile !== profile.name) continue;
+    waits.push({
+      ...base,
+      kind: 'ci-deregister',
+      until: d.retryAt,
+      reason: `deregistering ${runner} failed ${d.failures} time(s) since ${d.since.slice(11, 16)}, retry at ${d.retryAt.slice(11, 16)}: ${d.lastError}`,
+    });
+  }
   const runnerPlan = planRunners(profile, runners, serving, ctx, taken, creationBlocked);
   actions.push(...runnerPlan.actions);
   waits.push(...runnerPlan.waits);

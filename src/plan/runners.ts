@@ -73,7 +73,13 @@ export function planRunners(
     used.add(i);
     return runnerName(policy.prefix, profile.name, i);
   };
-  const isDead = (r: ObservedGuest) => r.state === 'shutoff' || r.state === 'crashed';
+  const stale = new Map((ctx.facts.staleClaims ?? []).map((c) => [c.runner, c]));
+  // A runner whose claim went stale is as good as dead: a job used it and no cleanup came.
+  const isDead = (r: ObservedGuest) => r.state === 'shutoff' || r.state === 'crashed' || stale.has(r.name);
+  const deadWhat = (r: ObservedGuest) => {
+    const c = stale.get(r.name);
+    return c ? `claim by job ${c.job} at ${c.claimedAt} is stale (no cleanup within ci.maxJobDuration)` : r.state;
+  };
   const isOutdated = (r: ObservedGuest) => serving !== undefined && r.meta.gen !== serving.gen;
   const isBusy = (r: ObservedGuest) => conditionOf(r) === 'busy';
   const isReady = (r: ObservedGuest) => r.state === 'running' && conditionOf(r) === 'ready';
@@ -105,11 +111,11 @@ export function planRunners(
         : slots === 0
           ? `${all.length} runners, want ${profile.runners}`
           : `its replacement waits (${creationBlocked})`;
-      destroy(r, `${r.state}; ${why}`);
+      destroy(r, `${deadWhat(r)}; ${why}`);
       continue;
     }
     slots--;
-    const crashed = r.state === 'crashed';
+    const crashed = r.state === 'crashed' && !stale.has(r.name);
     if (crashed && holdCrashed) {
       // A runner that dies on every boot would otherwise be replaced on every event: wait out the
       // back-off. It keeps its slot meanwhile, so no other runner is created in its place.
@@ -125,7 +131,7 @@ export function planRunners(
     }
     recreated++;
     removed.add(r.name);
-    const reason = crashed ? 'runner crashed' : 'runner shut off (job done)';
+    const reason = stale.has(r.name) ? deadWhat(r) : crashed ? 'runner crashed' : 'runner shut off (job done)';
     actions.push({
       ...base,
       action: 'replace-runner',

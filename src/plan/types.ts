@@ -22,6 +22,18 @@ export interface CiOutage {
   failures: number;
 }
 
+/** A runner's CI deregistration that failed (its guest is gone): retried at retryAt. */
+export interface PendingDeregistration {
+  profile: string;
+  system: string;
+  /** ISO time of the first failure. */
+  since: string;
+  retryAt: string;
+  failures: number;
+  /** The failure, with the hook's last stderr lines. */
+  lastError: string;
+}
+
 /** What the operator configured: the same for every pass until the host config changes. */
 export interface Policy {
   readonly prefix: string;
@@ -68,6 +80,13 @@ export interface Facts {
   readonly ciOutages?: Readonly<Record<string, Readonly<CiOutage>>>;
   /** Runners a CI job holds (GitLab claims): never destroyed, replaced or rolled over by the planner. */
   readonly claimed?: readonly string[];
+  /**
+   * Claims older than the host's ci.maxJobDuration whose cleanup never came: the runner, used by a
+   * job that may have left anything behind, is destroyed and replaced.
+   */
+  readonly staleClaims?: readonly Readonly<{ runner: string; job: string; claimedAt: string }>[];
+  /** Failed deregistrations by runner name, retried at their retryAt (shown as `ci-deregister` waits). */
+  readonly pendingDeregistrations?: Readonly<Record<string, Readonly<PendingDeregistration>>>;
   /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
   readonly rebuildRequests?: Readonly<Record<string, string>>;
   /** `publish: {oci}`: what each profile last pushed, and where (state/published.json). */
@@ -157,7 +176,8 @@ export type Wait = { profile: string; reason: string; until?: string } & (
         | 'runner-booting'
         | 'runner-draining'
         | 'ci-outage'
-        | 'publish-backoff';
+        | 'publish-backoff'
+        | 'ci-deregister';
       until: string;
     }
   | { kind: 'build-queued' | 'pull-queued' | 'publish-queued' | 'no-template' | 'config-error' | 'runners-busy' }

@@ -12,8 +12,17 @@ import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
-import { apply, buildsDone, type ActionResult, type ApplyDeps, type StartedBuild } from '../apply/apply.js';
-import type { ClaimStore } from '../state/claims.js';
+import {
+  apply,
+  buildsDone,
+  retryDeregistrations,
+  type ActionResult,
+  type ApplyDeps,
+  type StartedBuild,
+} from '../apply/apply.js';
+import type { DeregistrationStore } from '../state/ci-deregistrations.js';
+import { isStaleClaim, type ClaimStore } from '../state/claims.js';
+import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
 import { readCiState, writeCiState } from '../state/ci-state.js';
 import { runningPulls } from '../state/staging-lock.js';
@@ -91,6 +100,7 @@ export async function observeAndPlan(
     | 'publishes'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
+    deregistrations?: Pick<DeregistrationStore, 'read'>;
   },
   context: PassContext = {},
 ): Promise<{ plan: Plan; observed: Observation; facts: Facts; profiles: CompiledProfile[] }> {
@@ -100,22 +110,42 @@ export async function observeAndPlan(
     : { profiles: view.profiles, unresolved: {} };
   const publishing = view.profiles.some((p) => p.publish);
   const pulling = view.profiles.some((p) => p.template || p.base.kind === 'oci');
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, published, publishBackoff, pulls] =
-    await Promise.all([
-      deps.hypervisor.observe(),
-      deps.backoff.read(),
-      deps.runnerBackoff.read(),
-      deps.ciOutages?.read(),
-      deps.claims?.list(),
-      deps.rebuildRequests?.read() ?? {},
-      publishing ? deps.publishes?.read() : undefined,
-      publishing ? deps.publishes?.readBackoff() : undefined,
-      pulling ? runningPulls(deps.config.imagesDir) : undefined,
-    ]);
-  // A claim holds the guest it was made on, not a later one that reuses its name.
+  const [
+    observed,
+    backoff,
+    runnerBackoff,
+    ciOutages,
+    claims,
+    rebuildRequests,
+    deregistrations,
+    published,
+    publishBackoff,
+    pulls,
+  ] = await Promise.all([
+    deps.hypervisor.observe(),
+    deps.backoff.read(),
+    deps.runnerBackoff.read(),
+    deps.ciOutages?.read(),
+    deps.claims?.list(),
+    deps.rebuildRequests?.read() ?? {},
+    deps.deregistrations?.read(),
+    publishing ? deps.publishes?.read() : undefined,
+    publishing ? deps.publishes?.readBackoff() : undefined,
+    pulling ? runningPulls(deps.config.imagesDir) : undefined,
+  ]);
+  // A claim holds the guest it was made on, not a later one that reuses its name; one older than
+  // ci.maxJobDuration is stale (its cleanup never came) and holds nothing.
   const created = new Map(observed.guests.map((g) => [g.name, g.meta.createdAt]));
-  const claimed = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt).map((c) => c.runner);
+  const now = deps.clock();
+  const held = claims?.filter((c) => created.get(c.runner) === c.guestCreatedAt);
+  const maxJob = deps.config.ci?.maxJobSeconds ?? DEFAULT_MAX_JOB_SECONDS;
+  const claimed = held?.filter((c) => !isStaleClaim(c, now, maxJob)).map((c) => c.runner);
+  const staleClaims = held
+    ?.filter((c) => isStaleClaim(c, now, maxJob))
+    .map((c) => ({ runner: c.runner, job: c.job, claimedAt: c.claimedAt }));
   const facts: Facts = {
+    ...(staleClaims && staleClaims.length > 0 ? { staleClaims } : {}),
+    ...(deregistrations && Object.keys(deregistrations).length > 0 ? { pendingDeregistrations: deregistrations } : {}),
     ...(ciOutages ? { ciOutages } : {}),
     ...(claimed ? { claimed } : {}),
     ...(deps.ownerToken ? { ownerToken: deps.ownerToken } : {}),
@@ -144,6 +174,10 @@ export async function observeAndPlan(
 /** One level-triggered pass: recompute everything from what is observed now, then act. */
 export async function runPass(view: CompiledView, deps: PassDeps, context: PassContext = {}): Promise<PassResult> {
   const started = deps.clock().getTime();
+  // Before planning, so the plan's waits (and the watch's requeue) see the new retry times.
+  await retryDeregistrations(new Map(view.profiles.map((p) => [p.name, p])), deps).catch((error: unknown) =>
+    deps.log.warn({ error: (error as Error).message }, 'could not retry failed deregistrations'),
+  );
   const { plan: thePlan, observed, profiles } = await observeAndPlan(view, deps, context);
   const applied = await apply(thePlan.actions, {
     ...deps,

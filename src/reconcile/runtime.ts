@@ -24,6 +24,7 @@ import { isAlive, readLockHolder } from '../state/lock.js';
 import { createRunnerCi, type RunnerCi } from '../ci/runner-ci.js';
 import { CiOutageStore } from '../state/ci-outages.js';
 import { ClaimStore } from '../state/claims.js';
+import { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { dockerCredentialStore, type CredentialStore } from '../oci/credentials.js';
 import { PublishStore } from '../state/published.js';
 import { pullBaseImage } from '../apply/template-transfer.js';
@@ -65,6 +66,8 @@ export interface Runtime {
   pollMs: number;
   ci: RunnerCi;
   ciOutages: CiOutageStore;
+  /** Failed hook deregistrations, retried with back-off. */
+  deregistrations?: DeregistrationStore;
   claims: ClaimStore;
   /** Registry credentials (the docker config file) for profiles that follow or publish. */
   credentials?: CredentialStore;
@@ -197,6 +200,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     pollMs: config.hypervisor === 'memory' ? 10 : 1000,
     ci: createRunnerCi({ host: config.ci.host, log: ctx.log, clock: ctx.now, env: ctx.env }),
     ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
+    deregistrations: new DeregistrationStore(config.stateDir, config.ci.backoff),
     claims: new ClaimStore(config.stateDir),
     credentials,
     publishes: new PublishStore(config.stateDir),

@@ -107,7 +107,7 @@ export async function readSnapshot(deps: ReadDeps): Promise<Snapshot> {
     deps.events.recent(HISTORY_EVENTS),
     new BackoffStore(config.stateDir, config.backoff).read(),
     new RebuildRequests(config.stateDir).read(),
-    readCiFacts(config),
+    readCiFacts(config, now),
   ]);
   const live = holder && isAlive(holder) ? holder : undefined;
   const view = stored ?? (await deps.preview?.().catch(() => undefined));

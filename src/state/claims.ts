@@ -15,6 +15,16 @@ export interface Claim {
 }
 
 /**
+ * A claim older than `maxJobSeconds` is stale: the job's cleanup never came (gitlab-runner was
+ * killed between prepare and cleanup), so its runner is replaced. False for an unreadable claim
+ * (no time): those hold no guest anyway (their guestCreatedAt matches none).
+ */
+export function isStaleClaim(claim: Pick<Claim, 'claimedAt'>, now: Date, maxJobSeconds: number): boolean {
+  const at = Date.parse(claim.claimedAt);
+  return Number.isFinite(at) && now.getTime() - at > maxJobSeconds * 1000;
+}
+
+/**
  * Claims on runners, one file per runner in the state dir: `link()` of a fully written temp file
  * onto `claims/<runner>.json` either creates the claim or fails with EEXIST, so two concurrent
  * jobs never get the same guest, and a claim is never seen half-written. Files survive restarts.
@@ -71,7 +81,12 @@ export class ClaimStore {
     return (await this.list()).find((c) => c.job === job);
   }
 
-  async release(runner: string): Promise<void> {
+  /** Drops the claim on `runner`; with `job`, only while that job still holds it. */
+  async release(runner: string, job?: string): Promise<void> {
+    if (job !== undefined) {
+      const current = (await this.list()).find((c) => c.runner === runner);
+      if (current && current.job !== job) return;
+    }
     await rm(this.file(runner), { force: true });
   }
 }

@@ -1,4 +1,5 @@
 import { CiOutageStore } from '../state/ci-outages.js';
+import { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StartedBuild } from '../apply/apply.js';
@@ -317,6 +318,7 @@ export class WatchDaemon {
       ...this.runtime,
       ...backoffStores(config),
       ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
+      deregistrations: new DeregistrationStore(config.stateDir, config.ci.backoff),
     };
     this.scheduler.setDebounce(config.watch.debounceMs, maxWaitMs(config.watch.debounceMs));
     this.absence.setGrace(config.watch.absentGraceSeconds * 1000);

@@ -31,7 +31,12 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
       keepFailedGuestsSeconds: 86400,
       keepInterruptedPullsSeconds: 86400,
     },
-    ci: { host: 'test-host', backoff: { initialSeconds: 15, maxSeconds: 600 } },
+    ci: {
+      host: 'test-host',
+      backoff: { initialSeconds: 15, maxSeconds: 600 },
+      claimWaitSeconds: 600,
+      maxJobSeconds: 21600,
+    },
     server: { host: '127.0.0.1', port: 0 },
     ...overrides,
   };

@@ -16,6 +16,7 @@ import { BackoffStore } from '../../src/state/backoff-store.js';
 import { CiOutageStore } from '../../src/state/ci-outages.js';
 import { readCiState } from '../../src/state/ci-state.js';
 import { ClaimStore } from '../../src/state/claims.js';
+import { DeregistrationStore } from '../../src/state/ci-deregistrations.js';
 import { EventLog } from '../../src/state/events.js';
 import { aProfile, HASH_B } from '../builders/guests.js';
 import { FAKE_GITHUB_TOKEN, startFakeGitHub, type FakeGitHub } from '../harness/fake-github.js';
@@ -90,12 +91,13 @@ function world(profiles: CompiledProfile[]) {
       tuning: { timeoutMs: 15_000, retries: 0, retryBaseMs: 1, minWriteIntervalMs: 0 },
     }),
     ciOutages: new CiOutageStore(stateDir, { initialSeconds: 120, maxSeconds: 600 }),
+    deregistrations: new DeregistrationStore(stateDir, { initialSeconds: 120, maxSeconds: 600 }),
     claims: new ClaimStore(stateDir),
   };
   return { view, hypervisor, deps };
 }
 
-const seedOf = (hv: MemoryHypervisor, name: string) => hv.snapshot().guests.find((g) => g.name === name)?.seed;
+const seedOf = (hv: MemoryHypervisor, name: string) => hv.seedFiles(name);
 const registered = () => [...gh.runners.values()].map((r) => r.name).sort();
 
 describe('GitHub JIT runners in passes', () => {
@@ -105,7 +107,7 @@ describe('GitHub JIT runners in passes', () => {
     expect(registered()).toEqual(['ci-runner-tiny.1@host-a', 'ci-runner-tiny.2@host-a']);
     for (const runner of ['ci-runner-tiny.1', 'ci-runner-tiny.2']) {
       const issued = gh.issued.find((i) => i.name === `${runner}@${HOST}`);
-      expect(seedOf(hypervisor, runner)).toEqual({ 'github-jitconfig': issued?.encodedJitConfig });
+      expect(await seedOf(hypervisor, runner)).toEqual({ 'github-jitconfig': issued?.encodedJitConfig });
       expect(issued?.labels).toEqual(['self-hosted', 'X64', 'corral-tiny', 'big']);
     }
     // The secret is nowhere in the events or the CI snapshot.
@@ -123,7 +125,7 @@ describe('GitHub JIT runners in passes', () => {
     await converge(view, deps);
     const issued = gh.issued.filter((i) => i.name === 'ci-runner-tiny.1@host-a');
     expect(issued).toHaveLength(2);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'github-jitconfig': issued[1]!.encodedJitConfig });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'github-jitconfig': issued[1]!.encodedJitConfig });
     expect(issued[1]!.encodedJitConfig).not.toBe(before);
     expect(registered()).toEqual(['ci-runner-tiny.1@host-a', 'ci-runner-tiny.2@host-a']);
   });
@@ -215,7 +217,7 @@ describe('generic hooks', () => {
     };
     const { view, hypervisor, deps } = world([profileWith('tiny', hook, 1)]);
     await converge(view, deps);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'buildkite-token': 'token-for-ci-runner-tiny.1\n' });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ 'buildkite-token': 'token-for-ci-runner-tiny.1\n' });
     view.profiles[0]!.runners = 0;
     await converge(view, deps);
     expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([
@@ -244,6 +246,59 @@ describe('generic hooks', () => {
     await writeFile(flag, '');
     now = new Date('2026-11-27T14:05:00Z');
     await converge(view, deps);
-    expect(seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ token: 't\n' });
+    expect(await seedOf(hypervisor, 'ci-runner-tiny.1')).toEqual({ token: 't\n' });
+  });
+
+  it('a failing deregister is kept, shown, retried after the back-off, and blocks re-registering that name', async () => {
+    const flag = join(dir, 'dereg-ok');
+    const log = join(dir, 'dereg.log');
+    const hook: CiSpec = {
+      kind: 'hook',
+      register: `echo "reg $CORRAL_RUNNER" >> ${log}`,
+      deregister: `test -e ${flag} || { echo "forge says no: 503" >&2; exit 4; }; echo "dereg $CORRAL_RUNNER" >> ${log}`,
+      timeoutSeconds: 10,
+    };
+    const { view, hypervisor, deps } = world([profileWith('tiny', hook, 1)]);
+    await converge(view, deps);
+    // The runner's job is done: it shuts off and is replaced under the same name.
+    hypervisor.setState('ci-runner-tiny.1', 'shutoff');
+    const first = await converge(view, deps);
+    const failed = (await deps.events.recent()).filter((e) => e.action === 'deregister');
+    expect(failed).toEqual([
+      expect.objectContaining({
+        guest: 'ci-runner-tiny.1',
+        ok: false,
+        error: 'hook: deregister exited with status 4: forge says no: 503',
+        reason: 'after its guest was destroyed; retry at 2026-11-27T14:04:00.000Z',
+      }),
+      // The replacement of the same name tried it once more first.
+      expect.objectContaining({
+        guest: 'ci-runner-tiny.1',
+        ok: false,
+        reason: 'retry 2; next at 2026-11-27T14:06:00.000Z',
+      }),
+    ]);
+    // Not registered again while its old registration stands: the creation backs off, and says why.
+    expect(hypervisor.guestNames().filter((n) => n.includes('runner'))).toEqual([]);
+    expect(first.last.waits.map((w) => `${w.kind}: ${w.reason}`)).toEqual(
+      expect.arrayContaining([
+        'ci-deregister: deregistering ci-runner-tiny.1 failed 2 time(s) since 14:02, retry at 14:06: hook: deregister exited with status 4: forge says no: 503',
+      ]),
+    );
+    expect(first.last.requeue?.at).toBe('2026-11-27T14:04:00.000Z');
+    expect(await new DeregistrationStore(stateDir, { initialSeconds: 1, maxSeconds: 1 }).read()).toMatchObject({
+      'ci-runner-tiny.1': { profile: 'tiny', failures: 2, lastError: expect.stringContaining('forge says no') },
+    });
+    // The hook works again: after the back-off the deregistration goes through, then the new runner registers.
+    await writeFile(flag, '');
+    now = new Date('2026-11-27T14:07:00Z');
+    await converge(view, deps);
+    expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([
+      'reg ci-runner-tiny.1',
+      'dereg ci-runner-tiny.1',
+      'reg ci-runner-tiny.1',
+    ]);
+    expect(await new DeregistrationStore(stateDir, { initialSeconds: 1, maxSeconds: 1 }).read()).toEqual({});
+    expect(hypervisor.guestNames()).toContain('ci-runner-tiny.1');
   });
 });

@@ -85,6 +85,33 @@ describe("each runner's CI state for status", () => {
     expect(result.runners.map((r) => r.state)).toEqual(['busy (claimed by job 42 at T)', 'idle']);
   });
 
+  it('gitlab: a claim older than ci.maxJobDuration shows as stale', () => {
+    const profile = { ...aProfile().build(), ci: { kind: 'gitlab' as const, buildsDir: '/b', cacheDir: '/c' } };
+    const claim = (runner: string, job: string, claimedAt: string) => ({
+      runner,
+      profile: 'tiny',
+      job,
+      claimedAt,
+      guestCreatedAt: '',
+    });
+    const result = runnerCiStates({
+      profile,
+      runners: [aRunner().index_(1).build(), aRunner().index_(2).build()],
+      host: 'h',
+      ciState: undefined,
+      outage: undefined,
+      claims: [
+        claim('ci-runner-tiny.1', '41', '2026-11-24T05:00:00.000Z'),
+        claim('ci-runner-tiny.2', '42', '2026-11-24T11:00:00.000Z'),
+      ],
+      staleBefore: '2026-11-24T06:00:00.000Z',
+    });
+    expect(result.runners.map((r) => r.state)).toEqual([
+      'stale claim (job 41 at 2026-11-24T05:00:00.000Z: no cleanup within ci.maxJobDuration; the next pass replaces it)',
+      'busy (claimed by job 42 at 2026-11-24T11:00:00.000Z)',
+    ]);
+  });
+
   it('the profile summary counts busy runners where the system can tell, and is null without ci:', () => {
     const runners = [aRunner().index_(1).build(), aRunner().index_(2).build()];
     const facts = {

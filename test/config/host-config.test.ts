@@ -43,6 +43,17 @@ describe('bad host config → clear error, exit 1', () => {
     ]);
   });
 
+  it('ci.claimWait and ci.maxJobDuration out of range name the pointer and the range', async () => {
+    const host = aHostConfig(await tempRoot()).set({ ci: { claimWait: '2d', maxJobDuration: '10s' } });
+    const file = await host.write();
+    await expectBadConfig(file, [
+      `${file}#/ci/claimWait: `,
+      '"2d" is out of range: must be between 0s and 24h',
+      `${file}#/ci/maxJobDuration: `,
+      '"10s" is out of range: must be between 60s and 30d',
+    ]);
+  });
+
   it('a bad server.listen names the pointer', async () => {
     const host = aHostConfig(await tempRoot()).set({ server: { listen: 'localhost:99999' } });
     const file = await host.write();
@@ -117,6 +128,9 @@ describe('host config in-process', () => {
     expect(config.watch.debounceMs).toBe(300);
     expect(config.watch.resyncSeconds).toBe(120);
     expect(config.watch.events).toBe(true);
+    // The GitLab defaults: prepare waits 10 minutes for a free runner; a claim goes stale after 6 hours.
+    expect(config.ci.claimWaitSeconds).toBe(600);
+    expect(config.ci.maxJobSeconds).toBe(6 * 3600);
   });
 
   it('watch.events: false turns guest events off; anything but a boolean is an error', async () => {

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ImageServer } from '../harness/image-server.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
@@ -39,21 +40,12 @@ guest: { cpus: 1, memory: 128, kernel: vmlinuz, initrd: initrd.img, cmdline: "co
 provision: { dir: provision, entry: provision.sh, timeout: 90 }
 `,
   );
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'keepTemplates: 1',
-      'minFreeSpace: 0',
-      'gc: { keepBaseVersions: 1 }',
-      'concurrency: { builds: 1, clones: 2 }',
-      'sources: [{ name: test, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, [
+    'keepTemplates: 1',
+    'minFreeSpace: 0',
+    'gc: { keepBaseVersions: 1 }',
+    'concurrency: { builds: 1, clones: 2 }',
+  ]);
 }, 300_000);
 
 afterAll(async () => {

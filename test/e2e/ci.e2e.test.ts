@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
 import { FAKE_GITHUB_TOKEN, startFakeGitHub, type FakeGitHub } from '../harness/fake-github.js';
@@ -45,20 +46,11 @@ provision: { dir: provision, entry: provision.sh, timeout: 90 }
     join(root, 'profiles/pool/profile.yaml'),
     `runners: 2\n${common}ci: { gitlab: { buildsDir: /tmp/builds } }\n`,
   );
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      'hypervisor: libvirt',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'concurrency: { builds: 2, clones: 4 }',
-      `ci: { host: ${HOST}, backoffInitial: 1s, backoffMax: 2s }`,
-      'sources: [{ name: test, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, [
+    'concurrency: { builds: 2, clones: 4 }',
+    // A short claim wait: the two prepares with no free runner fail after it (docs/ci.md).
+    `ci: { host: ${HOST}, backoffInitial: 1s, backoffMax: 2s, claimWait: 4s }`,
+  ]);
 }, 300_000);
 
 afterAll(async () => {
@@ -153,7 +145,7 @@ describe('CI on real guests', () => {
     ]);
   }, 240_000);
 
-  it('gitlab: config, 4 concurrent prepares on a pool of 2, run with output and exit codes, cleanup', async () => {
+  it('gitlab: config, 4 concurrent prepares on a pool of 2, run with output and exit codes, cancel, cleanup', async () => {
     const config = await gitlab('config', jobEnv(1, 'pool'));
     expect(config.exitCode, config.stderr).toBe(0);
     expect(JSON.parse(config.stdout)).toEqual({
@@ -169,7 +161,11 @@ describe('CI on real guests', () => {
     const failed = prepares.filter((p) => p.exitCode !== 0);
     expect(ok, prepares.map((p) => p.stderr).join('\n')).toHaveLength(2);
     expect(failed.map((p) => p.exitCode)).toEqual([SYSTEM_FAILURE, SYSTEM_FAILURE]);
-    expect(failed[0]!.stderr).toMatch(/no free runner of profile pool/);
+    // They waited ci.claimWait (4 s) for a runner to come free, then failed cleanly.
+    for (const f of failed)
+      expect(f.stderr).toMatch(
+        /no free runner of profile pool after waiting \d+s \(ci\.claimWait\): 2 runner\(s\): 2 claimed by other jobs/,
+      );
     const held = ok.map((p) => /runs on (ci-runner-pool\.\d)/.exec(p.stderr)?.[1]).sort();
     expect(held).toEqual(['ci-runner-pool.1', 'ci-runner-pool.2']);
     const jobs = prepares.map((p, i) => (p.exitCode === 0 ? i + 1 : 0)).filter(Boolean);
@@ -200,6 +196,34 @@ describe('CI on real guests', () => {
     expect(build.stdout).toContain('done');
     expect(build.exitCode).toBe(BUILD_FAILURE);
     expect(await readFile(exitFile, 'utf8')).toBe('3');
+
+    // gitlab-runner cancels the job (or it times out): SIGTERM to the stage's process group. The
+    // script and what it started are stopped inside the guest; the stage reports how it ended.
+    await writeFile(join(dir, 'long_script'), 'echo started\nsleep 600 &\nwait\necho never\n');
+    const long = execa(
+      'node',
+      [BIN, 'gitlab', 'run', '--config', join(root, 'corral.yaml'), join(dir, 'long_script'), 'build_script'],
+      {
+        reject: false,
+        detached: true,
+        env: { CORRAL_LOG_LEVEL: 'warn', ...env },
+      },
+    );
+    let longOut = '';
+    long.stdout?.on('data', (d: Buffer) => {
+      longOut += d.toString();
+      if (longOut.includes('started')) process.kill(-long.pid!, 'SIGTERM');
+    });
+    const cancelled = await long;
+    expect(cancelled.exitCode, cancelled.stderr).toBe(BUILD_FAILURE);
+    expect(cancelled.stdout).not.toContain('never');
+    expect(cancelled.stderr).toMatch(
+      /cancelled: stopped build_script in ci-runner-pool\.\d \(it ended with status 143\)/,
+    );
+    expect(await readFile(exitFile, 'utf8')).toBe('143');
+    await writeFile(join(dir, 'ps_script'), 'ps | grep -c "[s]leep 600" || true\n');
+    const ps = await gitlab('run', env, [join(dir, 'ps_script'), 'build_script']);
+    expect(ps.stdout.trim(), ps.stderr).toBe('0');
 
     // A job that holds no runner (prepare failed) is a system failure, not a build failure.
     const stray = await gitlab('run', jobEnv(99, 'pool'), [join(dir, 'build_script'), 'build_script']);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { repoRoot } from '../harness/repo-root.js';
 
@@ -26,18 +27,7 @@ beforeAll(async () => {
   await cp(EXAMPLE, profile(), { recursive: true, filter: (src) => !src.endsWith('build-image.sh') });
   // Also a GitLab pool, so a job can be run on a distribution runner (issue: CI systems).
   await appendFile(join(profile(), 'profile.yaml'), 'ci: { gitlab: {} }\n');
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'keepTemplates: 1',
-      'sources: [{ name: examples, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, ['keepTemplates: 1']);
 }, 900_000);
 
 afterAll(async () => {

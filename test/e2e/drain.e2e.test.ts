@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { until } from '../harness/guests.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
@@ -36,18 +37,7 @@ rollout: { drainTimeout: 10m }
 `,
   );
   await provision('v1', { 'ci-runner-tiny.2': JOB_SECONDS });
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'keepTemplates: 1',
-      'sources: [{ name: test, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, ['keepTemplates: 1']);
 }, 300_000);
 
 afterAll(async () => {

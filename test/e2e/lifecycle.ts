@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeHostConfig } from '../harness/host-config.js';
 import { asCorral, startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
 import { spawnServer } from '../server/serve-harness.js';
@@ -31,21 +32,11 @@ export function lifecycleSuite(mode: 'sandbox' | 'stock'): void {
     await cp(join(TINY_DIR, 'build'), join(profileDir(), 'build'), { recursive: true });
     await cp(join(TINY_DIR, 'provision'), join(profileDir(), 'provision'), { recursive: true });
     await writeProfile({ runners: 2 });
-    await writeFile(
-      join(root, 'corral.yaml'),
-      [
-        'builtinProfiles: false',
-        'stateDir: state',
-        'imagesDir: images',
-        'hypervisor: libvirt',
-        `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-        'keepTemplates: 1',
-        'concurrency: { builds: 1, clones: 4 }',
-        'rebuild: { backoffInitial: 1s, backoffMax: 2s }',
-        'sources: [{ name: test, path: profiles }]',
-        '',
-      ].join('\n'),
-    );
+    await writeHostConfig(root, libvirtd.uri, [
+      'keepTemplates: 1',
+      'concurrency: { builds: 1, clones: 4 }',
+      'rebuild: { backoffInitial: 1s, backoffMax: 2s }',
+    ]);
     // A guest that is not corral's, and one with our prefix that corral did not make: both must survive everything.
     for (const name of ['build-server', 'ci-handmade']) {
       const xml = `<domain type='qemu'><name>${name}</name><memory unit='MiB'>32</memory><os><type arch='x86_64'>hvm</type></os></domain>`;

@@ -11,6 +11,7 @@ import pino from 'pino';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLibvirtHypervisor } from '../../src/hypervisor/libvirt/libvirt-hypervisor.js';
+import { writeHostConfig } from '../harness/host-config.js';
 import { startLibvirtd, type Libvirtd } from '../harness/libvirtd.js';
 import { ensureTinyBuilt, TINY_DIR } from '../harness/tiny-profile.js';
 import { startRegistry, type Registry } from '../harness/registry.js';
@@ -44,19 +45,7 @@ publish: { oci: "${registry.host}/corral/follow:latest" }
 `,
     );
   }
-  await writeFile(
-    join(root, 'corral.yaml'),
-    [
-      'builtinProfiles: false',
-      'stateDir: state',
-      'imagesDir: images',
-      'hypervisor: libvirt',
-      `libvirt: { uri: "${libvirtd.uri}", domainType: qemu }`,
-      'keepTemplates: 1',
-      'sources: [{ name: test, path: profiles }]',
-      '',
-    ].join('\n'),
-  );
+  await writeHostConfig(root, libvirtd.uri, ['keepTemplates: 1']);
   return { root, libvirtd };
 }
 

@@ -56,6 +56,44 @@ describe('plan: claimed runners (GitLab jobs)', () => {
   });
 });
 
+describe('plan: stale claims (their cleanup never came)', () => {
+  it('the runner is replaced in place, and only that one; a live claim is still left alone', () => {
+    const guests = [
+      aTemplate().atGen(live).build(),
+      aRunner().index_(1).onTemplate(live).build(),
+      aRunner().index_(2).onTemplate(live).build(),
+    ];
+    const result = planWith(
+      guests,
+      someFacts({
+        claimed: ['ci-runner-tiny.1'],
+        staleClaims: [{ runner: 'ci-runner-tiny.2', job: '77', claimedAt: '2026-11-24T05:00:00.000Z' }],
+      }),
+    );
+    expect(result.actions).toEqual([
+      expect.objectContaining({
+        action: 'replace-runner',
+        guest: 'ci-runner-tiny.2',
+        replacement: 'ci-runner-tiny.2',
+        createFirst: false,
+        reason: 'claim by job 77 at 2026-11-24T05:00:00.000Z is stale (no cleanup within ci.maxJobDuration)',
+      }),
+    ]);
+    expect(result.actions[0]).not.toHaveProperty('crashed');
+  });
+
+  it('beyond the runner count it just goes', () => {
+    const guests = [aTemplate().atGen(live).build(), aRunner().index_(1).onTemplate(live).build()];
+    const result = planWith(
+      guests,
+      someFacts({ staleClaims: [{ runner: 'ci-runner-tiny.1', job: '77', claimedAt: 'T' }] }),
+      0,
+    );
+    expect(kinds(result.actions)).toEqual(['destroy-runner ci-runner-tiny.1']);
+    expect(result.actions[0]?.reason).toMatch(/^claim by job 77 at T is stale .*; 1 runners, want 0$/);
+  });
+});
+
 describe('plan: a failing CI system', () => {
   const guests = [
     aTemplate().atGen(live).build(),

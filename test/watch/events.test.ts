@@ -114,7 +114,8 @@ describe('watch: guest events and requeue (memory backend, fake clock)', { timeo
     await w.until('20 replacements', () => w.running('p1') === 20 && w.passes().length > before, 20, 1000);
     await w.settle();
     const after = w.passes().slice(before);
-    expect(after[0]?.triggers).toEqual(['guest-event']);
+    // A follow-up of the last pass may be coalesced into the same one on a loaded machine.
+    expect(after[0]?.triggers).toContain('guest-event');
     expect(after[0]?.events).toBeGreaterThanOrEqual(20);
     // The burst is one pass; the events of our own replacements (and the follow-up) at most one more.
     expect(after.filter((p) => (p.triggers as string[]).includes('guest-event')).length).toBeLessThanOrEqual(2);

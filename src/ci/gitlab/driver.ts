@@ -54,7 +54,20 @@ export interface DriverDeps {
   say: (line: string) => void;
   /** How long prepare waits for a claimed guest's agent to answer. */
   agentWaitMs: number;
+  /** How long prepare waits for a free ready runner (host config `ci.claimWait`; 0: fail at once). */
+  claimWaitMs: number;
+  /** Between looks at the pool while prepare waits. */
+  claimPollMs?: number;
+  /** Between progress lines while prepare waits. */
+  progressEveryMs?: number;
+  /** Aborted on SIGTERM/SIGINT: gitlab-runner cancelled the job or it timed out. */
+  signal?: AbortSignal;
+  /** Between SIGTERM and SIGKILL of a cancelled script's process group in the guest. */
+  killGraceMs?: number;
 }
+
+export const CLAIM_POLL_MS = 2000;
+export const PROGRESS_EVERY_MS = 15_000;
 
 export function gitlabProfiles(view: CompiledView): CompiledProfile[] {
   return view.profiles.filter((p) => p.ci?.kind === 'gitlab');
@@ -83,59 +96,138 @@ export function configStage(deps: Pick<DriverDeps, 'view' | 'host' | 'version'>,
   };
 }
 
-const isReady = (g: ObservedGuest) => g.role === 'runner' && g.state === 'running';
+/** A runner a job may take: running, and its guest said ready (no word at all: the backend cannot tell, so ready). */
+const isReady = (g: ObservedGuest) =>
+  g.role === 'runner' && g.state === 'running' && (g.condition ?? 'ready') === 'ready';
 
-/** `prepare` stage: atomically claims one ready runner of the job's profile and waits for its agent. */
-export async function prepareStage(deps: DriverDeps, job: JobEnv): Promise<Claim> {
-  if (!job.job) throw new SystemFailure('CUSTOM_ENV_CI_JOB_ID is not set');
-  const profile = profileFor(deps.view, job.image);
+/** "2 runner(s): 1 booting, 1 claimed by other jobs" — why no runner of the pool is free. */
+function poolState(runners: ObservedGuest[], held: ReadonlySet<string>): string {
+  const count = (f: (g: ObservedGuest) => boolean) => runners.filter(f).length;
+  const parts = [
+    [count((g) => held.has(g.name)), 'claimed by other jobs'],
+    [count((g) => !held.has(g.name) && g.state === 'running' && g.condition === 'booting'), 'booting'],
+    [count((g) => !held.has(g.name) && g.state === 'running' && g.condition === 'busy'), 'busy'],
+    [count((g) => !held.has(g.name) && g.state !== 'running'), 'not running'],
+  ] as const;
+  const said = parts.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}`);
+  return `${runners.length} runner(s)${said.length > 0 ? `: ${said.join(', ')}` : ''}`;
+}
+
+/** One look at the pool: the job's own claim (prepare is retried), else a fresh one, else why not. */
+async function tryClaimOnce(
+  deps: DriverDeps,
+  job: JobEnv,
+  profile: CompiledProfile,
+): Promise<{ claim: Claim } | { why: string }> {
+  const lookedAt = deps.clock().getTime();
   const observed = await deps.hypervisor.observe();
   const guests = new Map(observed.guests.map((g) => [g.name, g]));
   const claims = await deps.claims.list();
   // prepare is retried by gitlab-runner: a claim this job already holds is reused.
-  let claim = claims.find((c) => c.job === job.job && guests.get(c.runner)?.meta.createdAt === c.guestCreatedAt);
-  if (!claim) {
-    // Claims whose guest is gone or was recreated under the same name are stale.
-    for (const c of claims)
-      if (guests.get(c.runner)?.meta.createdAt !== c.guestCreatedAt) await deps.claims.release(c.runner);
-    const held = new Set((await deps.claims.list()).map((c) => c.runner));
-    const ready = observed.guests
-      .filter((g) => g.profile === profile.name && isReady(g) && !held.has(g.name))
-      .sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
-    for (const g of ready) {
-      const candidate: Claim = {
-        runner: g.name,
-        profile: profile.name,
-        job: job.job,
-        claimedAt: deps.clock().toISOString(),
-        guestCreatedAt: g.meta.createdAt,
-      };
-      if (await deps.claims.tryClaim(candidate)) {
-        claim = candidate;
-        break;
-      }
+  const own = claims.find((c) => c.job === job.job && guests.get(c.runner)?.meta.createdAt === c.guestCreatedAt);
+  if (own) return { claim: own };
+  // Claims whose guest is gone or was recreated under the same name hold nothing. Only claims
+  // made before this look are judged: a newer one may be on a guest created since.
+  for (const c of claims)
+    if (guests.get(c.runner)?.meta.createdAt !== c.guestCreatedAt && !(Date.parse(c.claimedAt) >= lookedAt))
+      await deps.claims.release(c.runner, c.job);
+  const held = new Set((await deps.claims.list()).map((c) => c.runner));
+  const pool = observed.guests.filter((g) => g.profile === profile.name && g.role === 'runner');
+  const ready = pool.filter((g) => isReady(g) && !held.has(g.name)).sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
+  for (const g of ready) {
+    const candidate: Claim = {
+      runner: g.name,
+      profile: profile.name,
+      job: job.job,
+      claimedAt: deps.clock().toISOString(),
+      guestCreatedAt: g.meta.createdAt,
+    };
+    if (await deps.claims.tryClaim(candidate)) return { claim: candidate };
+    held.add(g.name);
+  }
+  return { why: poolState(pool, held) };
+}
+
+/**
+ * `prepare` stage: atomically claims one ready runner of the job's profile (never a booting or
+ * busy one), waiting up to `claimWaitMs` for one to come free, then waits for its agent.
+ */
+export async function prepareStage(deps: DriverDeps, job: JobEnv): Promise<Claim> {
+  if (!job.job) throw new SystemFailure('CUSTOM_ENV_CI_JOB_ID is not set');
+  const profile = profileFor(deps.view, job.image);
+  const started = deps.clock().getTime();
+  const every = deps.progressEveryMs ?? PROGRESS_EVERY_MS;
+  let nextProgress = started + every;
+  let claim: Claim | undefined;
+  for (;;) {
+    const look = await tryClaimOnce(deps, job, profile);
+    if ('claim' in look) {
+      claim = look.claim;
+      break;
     }
-    if (!claim) {
-      const all = observed.guests.filter((g) => g.profile === profile.name && g.role === 'runner');
+    const now = deps.clock().getTime();
+    const waited = Math.round((now - started) / 1000);
+    if (deps.signal?.aborted)
+      throw new SystemFailure(`cancelled while waiting for a free runner of profile ${profile.name} (${look.why})`);
+    if (now - started >= deps.claimWaitMs)
       throw new SystemFailure(
-        `no free runner of profile ${profile.name}: ${all.length} runner(s), ${all.filter(isReady).length} running, all held by other jobs or not up yet`,
+        deps.claimWaitMs === 0
+          ? `no free runner of profile ${profile.name}: ${look.why} (ci.claimWait is 0: no wait)`
+          : `no free runner of profile ${profile.name} after waiting ${waited}s (ci.claimWait): ${look.why}`,
       );
+    if (now >= nextProgress) {
+      deps.say(
+        `corral: waiting for a free runner of profile ${profile.name}: ${look.why} (waited ${waited}s of ${Math.round(deps.claimWaitMs / 1000)}s)`,
+      );
+      nextProgress = now + every;
     }
+    await abortable(
+      deps.sleep(Math.min(deps.claimPollMs ?? CLAIM_POLL_MS, started + deps.claimWaitMs - now)),
+      deps.signal,
+    );
   }
   deps.say(`corral: job ${job.job} runs on ${claim.runner} (profile ${profile.name}, host ${deps.host})`);
   if (!deps.hypervisor.canRunScripts) throw new SystemFailure(`the ${deps.hypervisor.kind} backend cannot run scripts`);
   const deadline = deps.clock().getTime() + deps.agentWaitMs;
-  while (!(await deps.hypervisor.canRunScripts(claim.runner))) {
+  for (;;) {
+    let up: boolean;
+    try {
+      up = await deps.hypervisor.canRunScripts(claim.runner);
+    } catch (error) {
+      throw new SystemFailure(`${claim.runner}: ${(error as Error).message}`);
+    }
+    if (up) break;
     if (deps.clock().getTime() > deadline)
       throw new SystemFailure(`${claim.runner}: its guest agent did not answer within ${deps.agentWaitMs / 1000}s`);
-    await deps.sleep(500);
+    if (deps.signal?.aborted) throw new SystemFailure(`cancelled while waiting for ${claim.runner}'s guest agent`);
+    await abortable(deps.sleep(500), deps.signal);
   }
   return claim;
 }
 
+/** A sleep that ends early when the job is cancelled. */
+function abortable(sleep: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return sleep;
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    signal.addEventListener('abort', done, { once: true });
+    void sleep.then(done);
+  });
+}
+
+/** The job's claim, on the very guest it was made on (a stale claim's runner may have been replaced). */
 async function claimOf(deps: DriverDeps, job: JobEnv): Promise<Claim> {
   const claim = job.job ? await deps.claims.forJob(job.job) : undefined;
   if (!claim) throw new SystemFailure(`job ${job.job || '(no CI_JOB_ID)'} holds no corral runner (did prepare run?)`);
+  const guest = (await deps.hypervisor.observe()).guests.find((g) => g.name === claim.runner);
+  if (guest?.meta.createdAt !== claim.guestCreatedAt)
+    throw new SystemFailure(
+      `${claim.runner}, claimed by job ${claim.job} at ${claim.claimedAt}, is gone or was replaced (a claim older than ci.maxJobDuration is stale)`,
+    );
   return claim;
 }
 
@@ -162,21 +254,34 @@ export async function runStage(
   if (!deps.hypervisor.runScript) throw new SystemFailure(`the ${deps.hypervisor.kind} backend cannot run scripts`);
   let status: number;
   try {
-    status = await deps.hypervisor.runScript(claim.runner, script, out);
+    status = await deps.hypervisor.runScript(claim.runner, script, out, {
+      ...(deps.signal ? { signal: deps.signal } : {}),
+      ...(deps.killGraceMs !== undefined ? { killGraceMs: deps.killGraceMs } : {}),
+    });
   } catch (error) {
     throw new SystemFailure(`${claim.runner}: ${subStage} could not run: ${(error as Error).message}`);
   }
+  if (deps.signal?.aborted)
+    deps.say(
+      `corral: job ${job.job} cancelled: stopped ${subStage} in ${claim.runner} (it ended with status ${status})`,
+    );
   if (status === 0) return 0;
   if (job.buildExitCodeFile) await writeFile(job.buildExitCodeFile, `${status}`);
   return job.buildFailureExitCode;
 }
 
-/** `cleanup`: the guest goes (the reconciler makes a fresh one), then the claim. */
+/**
+ * `cleanup`: the guest goes (the reconciler makes a fresh one), then the claim. A guest that was
+ * replaced meanwhile (the claim had gone stale) is not this job's: only the claim goes.
+ */
 export async function cleanupStage(deps: DriverDeps, job: JobEnv): Promise<string | undefined> {
   const claim = job.job ? await deps.claims.forJob(job.job) : undefined;
   if (!claim) return undefined;
-  await deps.hypervisor.destroy(claim.runner);
-  await deps.claims.release(claim.runner);
-  deps.say(`corral: destroyed ${claim.runner}; the reconciler replaces it`);
+  const guest = (await deps.hypervisor.observe()).guests.find((g) => g.name === claim.runner);
+  if (guest && guest.meta.createdAt === claim.guestCreatedAt) {
+    await deps.hypervisor.destroy(claim.runner);
+    deps.say(`corral: destroyed ${claim.runner}; the reconciler replaces it`);
+  } else deps.say(`corral: ${claim.runner} of job ${job.job} was already gone or replaced`);
+  await deps.claims.release(claim.runner, claim.job);
   return claim.runner;
 }

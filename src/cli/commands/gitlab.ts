@@ -25,6 +25,10 @@ export const gitlabCommand: Command = {
   optionsHelp: `  Called by gitlab-runner ([runners.custom] in its config.toml; see the README). The job's
   "image:" names a corral profile with "ci: { gitlab: {} }"; prepare claims one of its ready
   runners, run executes each script inside it (QEMU guest agent), cleanup destroys it.
+  With no free ready runner, prepare waits up to ci.claimWait (host config, default 10m), printing
+  progress. On SIGTERM (job cancelled or timed out) run stops the script's process group in the
+  guest (TERM, then KILL) and exits $BUILD_FAILURE_EXIT_CODE with the script's status (143 when
+  TERM ended it) in $BUILD_EXIT_CODE_FILE.
   Exit codes follow gitlab-runner: $BUILD_FAILURE_EXIT_CODE for a failed script (its own code in
   $BUILD_EXIT_CODE_FILE), $SYSTEM_FAILURE_EXIT_CODE for anything else that went wrong.`,
   options: {},
@@ -47,8 +51,16 @@ export const gitlabCommand: Command = {
       ctx.io.err(`corral gitlab ${stage}: ${(error as Error).message}\n`);
       return EXIT.error;
     }
+    // gitlab-runner sends SIGTERM (to the process group) when the job is cancelled or times out:
+    // prepare stops waiting, run stops the script in the guest and reports how it ended.
+    const stop = new AbortController();
+    if (stage === 'prepare' || stage === 'run')
+      ctx.signals.onStop(() => {
+        if (!stop.signal.aborted) ctx.io.err(`corral gitlab ${stage}: stopping (job cancelled or timed out)\n`);
+        stop.abort();
+      });
     try {
-      const deps = await driverDeps(ctx);
+      const deps = { ...(await driverDeps(ctx)), signal: stop.signal };
       switch (stage) {
         case 'config':
           ctx.io.out(`${JSON.stringify(configStage(deps, job))}\n`);
@@ -88,5 +100,6 @@ async function driverDeps(ctx: CommandContext): Promise<DriverDeps> {
     sleep: runtime.sleep,
     say: (line) => ctx.io.err(`${line}\n`),
     agentWaitMs: Number(ctx.env.CORRAL_GITLAB_AGENT_WAIT_SECONDS ?? 120) * 1000,
+    claimWaitMs: ctx.config.ci.claimWaitSeconds * 1000,
   };
 }

@@ -48,7 +48,7 @@ export const statusCommand: Command = {
       { absentSources: absent.map((a) => ({ dir: a.dir, until: a.graceUntil })) },
     );
     const events = await runtime.events.recent(2000);
-    const ciFacts = await readCiFacts(ctx.config);
+    const ciFacts = await readCiFacts(ctx.config, ctx.now());
     const watchFile = live ? await readWatchStatus(ctx.config.stateDir) : undefined;
     // Only the live watch's own report counts: one left by a crashed watch is stale.
     const watch = watchFile?.pid === live?.pid ? watchFile : undefined;

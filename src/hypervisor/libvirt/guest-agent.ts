@@ -43,6 +43,34 @@ export interface ScriptRun {
   /** Time between looks at the guest; each look is one virsh process. */
   pollMs?: number;
   sleep?: (ms: number) => Promise<void>;
+  /** Aborted: the script's process group gets SIGTERM, then SIGKILL after killGraceMs. */
+  signal?: AbortSignal;
+  killGraceMs?: number;
+}
+
+/** How long a SIGKILLed script may take to be reported gone before we stop asking. */
+const KILL_WAIT_MS = 5000;
+
+/**
+ * The shell guest-exec runs: it saves the script (its stdin), starts it in a session of its own
+ * (`setsid`, so its pid is the process group a cancel signals; plain background job where there
+ * is no setsid), appends its output to `<file>.out`, records its pid in `<file>.pid` and exits
+ * with its status.
+ */
+function wrapper(file: string, dir: string): string {
+  return [
+    `mkdir -p ${dir} && : > ${file}.out && cat > ${file}.sh || exit 125`,
+    `case "$(head -c 2 ${file}.sh)" in '#!') chmod +x ${file}.sh; set -- ${file}.sh ;; *) set -- sh ${file}.sh ;; esac`,
+    `if command -v setsid >/dev/null 2>&1; then setsid "$@" >> ${file}.out 2>&1 < /dev/null & else "$@" >> ${file}.out 2>&1 < /dev/null & fi`,
+    `echo $! > ${file}.pid`,
+    `wait $!`,
+    `rc=$?; rm -f ${file}.sh ${file}.pid; exit $rc`,
+  ].join('\n');
+}
+
+/** Signals the script's process group (its own pid, when it could not get a group). */
+function killer(file: string, signal: 'TERM' | 'KILL'): string {
+  return `p=$(cat ${file}.pid 2>/dev/null) && { kill -${signal} -$p 2>/dev/null || kill -${signal} $p; }`;
 }
 
 export function createGuestAgent(virsh: Virsh) {
@@ -94,25 +122,21 @@ export function createGuestAgent(virsh: Virsh) {
 
     /** Runs `script` in the guest (by its `#!` line, else with sh); resolves with its exit status. */
     async runScript(domain: string, script: string, run: ScriptRun): Promise<number> {
-      const sleep = run.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+      const sleep = run.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
       const pollMs = run.pollMs ?? 250;
+      const signal = run.signal;
       const id = randomBytes(6).toString('hex');
       const dir = `/tmp/corral-job`;
       const file = `${dir}/${id}`;
       // guest-exec returns once the shell is forked, not once it made the output file: the file
       // is opened below with a retry (a busybox guest is usually first, Debian's qemu-ga is not).
-      const shell = [
-        `mkdir -p ${dir} && : > ${file}.out && cat > ${file}.sh || exit 125`,
-        `case "$(head -c 2 ${file}.sh)" in '#!') chmod +x ${file}.sh; ${file}.sh ;; *) sh ${file}.sh ;; esac >> ${file}.out 2>&1`,
-        `rc=$?; rm -f ${file}.sh; exit $rc`,
-      ].join('\n');
       const started = await one<{ pid: number }>(
         domain,
         {
           execute: 'guest-exec',
           arguments: {
             path: '/bin/sh',
-            arg: ['-c', shell],
+            arg: ['-c', wrapper(file, dir)],
             'input-data': Buffer.from(script).toString('base64'),
             'capture-output': false,
           },
@@ -121,33 +145,80 @@ export function createGuestAgent(virsh: Virsh) {
       );
       const handle = await openWhenMade(`${file}.out`, started.pid, domain, sleep);
       const read = agentCommand(domain, { execute: 'guest-file-read', arguments: { handle, count: 65536 } });
+      const kill = (which: 'TERM' | 'KILL') =>
+        one(
+          domain,
+          { execute: 'guest-exec', arguments: { path: '/bin/sh', arg: ['-c', killer(file, which)] } },
+          'kill',
+        ).catch(() => undefined);
+      // A cancel wakes the loop at once rather than after the current sleep.
+      const pause = (ms: number) =>
+        new Promise<void>((resolve) => {
+          const done = () => {
+            signal?.removeEventListener('abort', done);
+            resolve();
+          };
+          signal?.addEventListener('abort', done, { once: true });
+          void sleep(ms).then(done);
+        });
+      let killed: { which: 'TERM' | 'KILL'; at: number } | undefined;
       try {
         for (;;) {
-          const r = await virsh.batch([
-            agentCommand(domain, { execute: 'guest-exec-status', arguments: { pid: started.pid } }),
-            read,
-          ]);
-          const status = parseReturn<{ exited: boolean; exitcode?: number; signal?: number }>(
-            r.out[0],
-            'guest-exec-status',
-            r.stderr,
-          );
-          let chunk = parseReturn<{ count: number; 'buf-b64': string; eof: boolean }>(
-            r.out[1],
-            'guest-file-read',
-            r.stderr,
-          );
+          if (signal?.aborted) {
+            const now = Date.now();
+            if (!killed) {
+              await kill('TERM');
+              killed = { which: 'TERM', at: now };
+            } else if (killed.which === 'TERM' && now - killed.at > (run.killGraceMs ?? 5000)) {
+              await kill('KILL');
+              killed = { which: 'KILL', at: now };
+            } else if (killed.which === 'KILL' && now - killed.at > KILL_WAIT_MS) return 128 + 9;
+          }
+          let r;
+          try {
+            r = await virsh.batch([
+              agentCommand(domain, { execute: 'guest-exec-status', arguments: { pid: started.pid } }),
+              read,
+            ]);
+          } catch (error) {
+            // gitlab-runner signals our whole process group: a virsh of ours may have died of it.
+            if (!signal?.aborted) throw error;
+            await pause(pollMs);
+            continue;
+          }
+          let status;
+          let chunk;
+          try {
+            status = parseReturn<{ exited: boolean; exitcode?: number; signal?: number }>(
+              r.out[0],
+              'guest-exec-status',
+              r.stderr,
+            );
+            chunk = parseReturn<{ count: number; 'buf-b64': string; eof: boolean }>(
+              r.out[1],
+              'guest-file-read',
+              r.stderr,
+            );
+          } catch (error) {
+            if (!signal?.aborted) throw error;
+            await pause(pollMs);
+            continue;
+          }
           if (chunk.count > 0) run.onOutput(Buffer.from(chunk['buf-b64'], 'base64'));
           if (status.exited) {
             // Drain what was written between the two looks.
             while (chunk.count > 0 && !chunk.eof) {
-              chunk = parseReturn((await virsh.batch([read])).out[0], 'guest-file-read', '');
+              chunk = parseReturn<{ count: number; 'buf-b64': string; eof: boolean }>(
+                (await virsh.batch([read])).out[0],
+                'guest-file-read',
+                '',
+              );
               if (chunk.count > 0) run.onOutput(Buffer.from(chunk['buf-b64'], 'base64'));
             }
             if (status.exitcode !== undefined) return status.exitcode;
             return 128 + (status.signal ?? 0);
           }
-          if (chunk.count === 0) await sleep(pollMs);
+          if (chunk.count === 0) await pause(pollMs);
         }
       } finally {
         await virsh

@@ -16,6 +16,7 @@ import type {
   Hypervisor,
   Observation,
   RunnerRequest,
+  ScriptOptions,
 } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
@@ -97,8 +98,13 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.agent.ping(name);
   }
 
-  runScript(name: string, script: string, onOutput: (chunk: Buffer) => void): Promise<number> {
-    return this.agent.runScript(name, script, { onOutput });
+  runScript(
+    name: string,
+    script: string,
+    onOutput: (chunk: Buffer) => void,
+    opts: ScriptOptions = {},
+  ): Promise<number> {
+    return this.agent.runScript(name, script, { onOutput, ...opts });
   }
 
   async observe(): Promise<Observation> {

@@ -1,4 +1,4 @@
-import type { GuestMeta, GuestState, Verdict } from '../hypervisor.js';
+import type { GuestMeta, GuestState, RunnerCondition, Verdict } from '../hypervisor.js';
 
 export type BuildOutcome = 'succeed' | 'fail' | 'hang' | 'crash';
 export type Method = 'observe' | 'startBuild' | 'checkBuild' | 'promote' | 'createRunner' | 'destroy';
@@ -15,8 +15,12 @@ export interface MemoryGuest {
   /** Disk file names this guest owns; `backing` maps a disk to the one it overlays. */
   disks: string[];
   console: string[];
-  /** A runner's seed files under corral/ (a demo backend: kept in its state file like everything else). */
-  seed?: Record<string, string>;
+  /**
+   * What a running runner says (booting / ready / busy), set by tests and demos through
+   * MemoryHypervisor.setCondition; absent: the backend cannot tell, which counts as ready.
+   */
+  condition?: RunnerCondition;
+  conditionSince?: string;
 }
 
 export interface MemoryState {

@@ -7,7 +7,9 @@ import type {
   GuestState,
   Hypervisor,
   Observation,
+  RunnerCondition,
   RunnerRequest,
+  ScriptOptions,
 } from '../hypervisor.js';
 import { classify, UNRECOGNIZED, type RawGuest } from '../classify.js';
 import { GuestExistsError, NoSuchGuestError, TransientError } from '../../errors.js';
@@ -18,6 +20,8 @@ import {
   type MemoryState,
   type Method,
 } from './memory-guest.js';
+import { HostScripts } from './host-scripts.js';
+import { SeedFiles } from './seed-files.js';
 
 export type { BuildOutcome, MemoryGuest, MemoryState, Method } from './memory-guest.js';
 
@@ -37,7 +41,18 @@ export interface MemoryOptions {
   /** Persists state after every change (the CLI keeps it in the state dir between runs). */
   save?: (state: MemoryState) => Promise<void>;
   initial?: MemoryState;
+  /** Where runners' seed files go (0600 files, a dir per runner); absent: kept in this object only. */
+  seedsDir?: string;
+  /**
+   * Test and demo only: run `runScript` scripts as host processes, each runner in its own dir
+   * under this one (host-scripts.ts says why and what it does not protect). Absent: the backend
+   * cannot run scripts, and says so.
+   */
+  hostScriptsDir?: string;
 }
+
+const NO_SCRIPTS =
+  'the memory backend runs scripts only when asked to (CORRAL_MEMORY_SCRIPTS=host, test and demo only: they run on this host)';
 
 /**
  * A hypervisor that keeps real state in memory: ships in the product for dry demos
@@ -59,9 +74,17 @@ export class MemoryHypervisor implements Hypervisor {
   private readonly failures: { method: Method; remaining: number; message: string }[] = [];
   private saving: Promise<unknown> = Promise.resolve();
   private readonly sinks = new Set<GuestEventSink>();
+  private readonly seeds: SeedFiles;
+  private readonly scripts: HostScripts | undefined;
 
   constructor(private readonly opts: MemoryOptions) {
-    for (const g of opts.initial?.guests ?? []) this.guests.set(g.name, g);
+    this.seeds = new SeedFiles(opts.seedsDir);
+    this.scripts = opts.hostScriptsDir ? new HostScripts(opts.hostScriptsDir) : undefined;
+    for (const g of opts.initial?.guests ?? []) {
+      // State files from before seeds left them: the secrets go (the runner keeps its seed disk name).
+      delete (g as { seed?: unknown }).seed;
+      this.guests.set(g.name, g);
+    }
     for (const [disk, base] of Object.entries(opts.initial?.backing ?? {})) this.backing.set(disk, base);
   }
 
@@ -83,6 +106,28 @@ export class MemoryHypervisor implements Hypervisor {
     guest.state = state;
     const event = STATE_EVENT[state];
     if (event) this.emit(name, event.kind, event.detail);
+  }
+
+  /** Test and demo hook: what a running runner says on its status channel (undefined: cannot tell = ready). */
+  setCondition(name: string, condition: RunnerCondition | undefined): void {
+    const guest = this.mustGet(name);
+    if (condition === undefined) {
+      delete guest.condition;
+      delete guest.conditionSince;
+    } else if (guest.condition !== condition) {
+      guest.condition = condition;
+      guest.conditionSince = this.opts.clock().toISOString();
+    }
+  }
+
+  /** A runner's seed files (what its guest would find under corral/), undefined when it has none. */
+  seedFiles(name: string): Promise<Record<string, string> | undefined> {
+    return this.seeds.read(name);
+  }
+
+  /** Test and demo hook: the runner's scratch dir when host scripts are on. */
+  scriptDir(name: string): string | undefined {
+    return this.scripts?.guestDir(name);
   }
 
   /** Events from this backend's own state changes, delivered after the change (never inside a call). */
@@ -122,6 +167,8 @@ export class MemoryHypervisor implements Hypervisor {
       state: g.state,
       meta: g.meta ? { ok: true, meta: { ...g.meta } } : { ok: false, reason: UNRECOGNIZED.noMeta },
       ...(g.verdict ? { verdict: g.verdict } : {}),
+      ...(g.state === 'running' && g.condition ? { condition: g.condition } : {}),
+      ...(g.state === 'running' && g.conditionSince ? { conditionSince: g.conditionSince } : {}),
     }));
     if (changed) await this.persist();
     return classify(this.opts.prefix, raws);
@@ -176,6 +223,7 @@ export class MemoryHypervisor implements Hypervisor {
     if (template.state !== 'shutoff')
       throw new Error(`template ${req.template} is ${template.state}; templates stay shut off`);
     if (this.guests.has(req.name)) throw new GuestExistsError(req.name);
+    if (req.seedFiles) await this.seeds.write(req.name, req.seedFiles);
     const disk = `runners/${req.name}.qcow2`;
     const templateDisk = template.disks.find((d) => d.startsWith('templates/'));
     if (templateDisk) this.backing.set(disk, templateDisk);
@@ -192,7 +240,6 @@ export class MemoryHypervisor implements Hypervisor {
             .join(' ') || '(none)'
         }`,
       ],
-      ...(req.seedFiles ? { seed: { ...req.seedFiles } } : {}),
     });
     this.emit(req.name, 'defined', 'Added');
     this.emit(req.name, 'started', 'Booted');
@@ -209,9 +256,23 @@ export class MemoryHypervisor implements Hypervisor {
     }
     for (const disk of guest.disks) this.backing.delete(disk);
     this.guests.delete(name);
+    await this.seeds.remove(name);
+    await this.scripts?.remove(name);
     if (guest.state === 'running') this.emit(name, 'stopped', 'Destroyed');
     this.emit(name, 'undefined', 'Removed');
     await this.persist();
+  }
+
+  /** With host scripts on: the runner is running. Without: an error saying how to turn them on. */
+  async canRunScripts(name: string): Promise<boolean> {
+    if (!this.scripts) throw new Error(NO_SCRIPTS);
+    return this.guests.get(name)?.state === 'running';
+  }
+
+  async runScript(name: string, script: string, onOutput: (chunk: Buffer) => void, opts?: ScriptOptions) {
+    if (!this.scripts) throw new Error(NO_SCRIPTS);
+    if (this.guests.get(name)?.state !== 'running') throw new Error(`${name} is not running`);
+    return this.scripts.run(name, script, onOutput, opts);
   }
 
   async consoleLog(name: string): Promise<string | undefined> {

@@ -9,6 +9,9 @@ const OUTCOMES: BuildOutcome[] = ['succeed', 'fail', 'hang', 'crash'];
 /**
  * The memory backend as the CLI uses it: guests persisted in the state dir so successive runs see
  * the same guests. Build outcomes come from $CORRAL_MEMORY_OUTCOMES (`tiny=fail,other=hang`).
+ * Runners' seed files are files under `memory-seeds/<runner>/` (0600), never in the JSON file;
+ * $CORRAL_MEMORY_SCRIPTS=host lets `corral gitlab run` run job scripts on this host (tests and
+ * demos only: host-scripts.ts).
  */
 export async function openMemoryHypervisor(opts: {
   stateDir: string;
@@ -29,8 +32,15 @@ export async function openMemoryHypervisor(opts: {
   const outcomes = parseOutcomes(opts.env.CORRAL_MEMORY_OUTCOMES ?? '');
   const buildMs = Number(opts.env.CORRAL_MEMORY_BUILD_MS ?? 0);
   if (!opts.readOnly) await mkdir(opts.stateDir, { recursive: true });
+  const scripts = opts.env.CORRAL_MEMORY_SCRIPTS ?? '';
+  if (scripts !== '' && scripts !== 'host')
+    throw new ConfigError(
+      `CORRAL_MEMORY_SCRIPTS: "${scripts}" is not "host" (run job scripts on this host; tests only)`,
+    );
   return new MemoryHypervisor({
     prefix: opts.prefix,
+    seedsDir: join(opts.stateDir, 'memory-seeds'),
+    ...(scripts === 'host' ? { hostScriptsDir: join(opts.stateDir, 'memory-guests') } : {}),
     clock: opts.clock,
     outcome: (profile) => outcomes.get(profile) ?? outcomes.get('*') ?? 'succeed',
     buildMs: Number.isFinite(buildMs) ? buildMs : 0,
