@@ -20,6 +20,7 @@ import type {
 } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
+import { stagingDir } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest, filesInUse } from './destroy.js';
 import { ChannelPump, hostErrorFor } from './channels.js';
@@ -380,7 +381,7 @@ export class LibvirtHypervisor implements Hypervisor {
     return {
       export: (name) => exportTemplate(io, name),
       hasBase: (version) => hasBase(io, version),
-      stagingDir: (key) => path.join(this.layout.root, 'staging', key),
+      stagingDir: (key) => stagingDir(this.layout.root, key),
       import: async (req) => {
         await this.ensureDirs();
         await importTemplate(io, req);
