@@ -11,7 +11,7 @@ import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { Manifest } from '../state/build-records.js';
 import { corralVersion } from '../util/version.js';
-import type { ApplyDeps } from './apply.js';
+import type { ApplyDeps } from './apply-deps.js';
 import { runBuild } from './run-build.js';
 
 type BuildAction = Extract<Action, { action: 'build' }>;

@@ -18,9 +18,9 @@ import {
   buildsDone,
   retryDeregistrations,
   type ActionResult,
-  type ApplyDeps,
   type StartedBuild,
 } from '../apply/apply.js';
+import type { ApplyDeps } from '../apply/apply-deps.js';
 import type { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { isStaleClaim, type ClaimStore } from '../state/claims.js';
 import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
