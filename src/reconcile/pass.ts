@@ -13,19 +13,13 @@ import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
-import {
-  apply,
-  buildsDone,
-  retryDeregistrations,
-  type ActionResult,
-  type StartedBuild,
-} from '../apply/apply.js';
+import { apply, buildsDone, retryDeregistrations, type ActionResult, type StartedBuild } from '../apply/apply.js';
 import type { ApplyDeps } from '../apply/apply-deps.js';
 import type { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { isStaleClaim, type ClaimStore } from '../state/claims.js';
 import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
-import { readCiState, writeCiState } from '../state/ci-state.js';
+import { readCiState, writeCiState } from '../ci/ci-state.js';
 import { runningPulls } from '../state/staging-lock.js';
 
 const noCredentials: CredentialStore = { get: () => Promise.resolve(undefined) };

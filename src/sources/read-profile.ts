@@ -7,7 +7,7 @@ import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
 import type { BaseSpec, CiSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
-import { DEFAULT_GITHUB_API } from '../ci/github/defaults.js';
+import { DEFAULT_GITHUB_API } from './ci-defaults.js';
 import { confine } from './confine.js';
 import { baseUrlProblem, fileNameOf } from './base-url.js';
 import { parseSize } from '../util/size.js';
