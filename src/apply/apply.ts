@@ -1,57 +1,13 @@
 import PQueue from 'p-queue';
-import type { Logger } from 'pino';
-import { errorKind, type ErrorKind } from '../errors.js';
-import type { Hypervisor } from '../hypervisor/hypervisor.js';
-import type { Action } from '../plan/types.js';
+import { errorKind, TransientError, type ErrorKind } from '../errors.js';
+import { BACKGROUND_ACTIONS, inFlightKey, type Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
-import type { BackoffStore } from '../state/backoff-store.js';
-import type { EventLog } from '../state/events.js';
-import type { BaseCache } from '../images/base-cache.js';
-import type { DiskFloor } from '../images/floor.js';
-import type { BuildRecords } from '../state/build-records.js';
 import { buildTemplate, recordOrphan } from './build-template.js';
-import type { BuildDeps } from './run-build.js';
-import type { RunnerLogs } from '../state/runner-logs.js';
+import type { ApplyDeps } from './apply-deps.js';
 import { ForgeError } from '../ci/github/forge-error.js';
-import type { RunnerCi } from '../ci/runner-ci.js';
-import type { CiOutageStore } from '../state/ci-outages.js';
-import type { DeregistrationStore } from '../state/ci-deregistrations.js';
 import type { PendingDeregistration } from '../plan/types.js';
-import type { CredentialStore } from '../oci/credentials.js';
-import { parseReference, pinned } from '../oci/reference.js';
-import { pullTemplate } from './template-transfer.js';
-
-export interface ApplyDeps extends BuildDeps {
-  hypervisor: Hypervisor;
-  log: Logger;
-  events: EventLog;
-  backoff: BackoffStore;
-  /** Per-profile back-off after runners crashed. */
-  runnerBackoff: BackoffStore;
-  /** Fetches each build's base into the content-addressed cache (absent: builds get no base file). */
-  bases?: BaseCache;
-  /** Keeps the console log of runners that are destroyed (the last N per profile). */
-  runnerLogs?: RunnerLogs;
-  /** Provenance: a manifest and console log per build (absent: nothing is recorded). */
-  records?: BuildRecords;
-  /** The imagesDir free-space floor, checked before every build. */
-  floor?: DiskFloor;
-  /** `--keep-failed`: set failed rebuilds aside instead of destroying them. */
-  keepFailed?: boolean;
-  /** The compiled generation being applied, for the manifests. */
-  generation?: number;
-  profiles: ReadonlyMap<string, CompiledProfile>;
-  concurrency: Readonly<{ builds: number; clones: number }>;
-  /** Keeps queues across passes in `watch`, so background builds respect the limit too. */
-  queues?: { builds: PQueue; clones: PQueue };
-  /** Registers runners with their profile's CI system (absent: no profile uses one). */
-  ci?: RunnerCi;
-  ciOutages?: CiOutageStore;
-  /** Failed hook deregistrations, retried with back-off (absent: a failure is only logged). */
-  deregistrations?: DeregistrationStore;
-  /** For profiles that follow (`template: {oci}`) or publish to a registry. */
-  registry?: { credentials: CredentialStore; stateDir: string; prefix: string };
-}
+import { parseReference } from '../oci/reference.js';
+import { pullTemplate, pushTemplate } from './template-transfer.js';
 
 export interface ActionResult {
   action: Action;
@@ -62,8 +18,12 @@ export interface ActionResult {
   durationMs: number;
 }
 
-/** A build this pass queued: counts as in flight from the moment it is queued until `done` settles. */
+/**
+ * Background work this pass queued (a build, a pull, a publish): counts as in flight from the
+ * moment it is queued until `done` settles.
+ */
 export interface StartedBuild {
+  /** Its key in `Facts.inFlight` (plan/types.ts, inFlightKey). */
   name: string;
   profile: string;
   done: Promise<ActionResult>;
@@ -99,12 +59,12 @@ export async function apply(actions: Action[], deps: ApplyDeps): Promise<Applied
     clones: new PQueue({ concurrency: deps.concurrency.clones }),
   };
   const builds: StartedBuild[] = actions
-    .filter((a) => a.action === 'build')
+    .filter((a) => BACKGROUND_ACTIONS.includes(a.action))
     .map((a) => {
       const done = queues.builds.add(() => execute(a, deps), { throwOnTimeout: true });
       // Whoever awaits `done` sees a rejection; until then it must not count as unhandled.
       done.catch(() => undefined);
-      return { name: a.guest, profile: a.profile, done };
+      return { name: inFlightKey(a), profile: a.profile, done };
     });
   const results: ActionResult[] = [];
   for (const kinds of PHASES) {
@@ -144,26 +104,72 @@ async function execute(action: Action, deps: ApplyDeps): Promise<ActionResult> {
   return { action, ok, ...(error ? { error, errorKind: kind } : {}), durationMs };
 }
 
-/** A following profile's "build": pull the digest its tag resolved to this pass (docs/oci-format.md). */
-async function pullFollowed(profile: CompiledProfile, deps: ApplyDeps): Promise<string | undefined> {
-  const digest = profile.template?.digest;
-  if (!deps.registry || !digest) return `${profile.template?.oci} could not be resolved this pass`;
+type PullAction = Extract<Action, { action: 'pull' }>;
+type PublishAction = Extract<Action, { action: 'publish' }>;
+
+/** A following profile's pull of the digest its tag resolved to, landed as the planned template (docs/oci-format.md). */
+async function pullFollowed(action: PullAction, deps: ApplyDeps): Promise<string | undefined> {
+  if (!deps.registry) throw new Error('no registry access wired into this pass');
   try {
-    const ref = pinned(parseReference(profile.template!.oci), digest);
-    const pulled = await pullTemplate({ hypervisor: deps.hypervisor, ...deps.registry }, ref, {
-      as: profile.name,
-      inputsHash: digest,
-      genFromDigest: true,
-      concurrency: 4,
-    });
-    deps.log.info({ template: pulled.template, digest, present: pulled.present }, 'pulled followed template');
-    await deps.backoff.recordSuccess(profile.name);
+    const pulled = await pullTemplate(
+      { hypervisor: deps.hypervisor, ...deps.registry },
+      parseReference(action.reference),
+      {
+        as: action.profile,
+        inputsHash: action.inputsHash,
+        gen: action.gen,
+        concurrency: 4,
+        ...(deps.bases ? { bases: deps.bases } : {}),
+      },
+    );
+    deps.log.info(
+      { template: pulled.template, reference: action.reference, present: pulled.present },
+      'pulled followed template',
+    );
+    await deps.backoff.recordSuccess(action.profile);
     return undefined;
   } catch (err) {
-    const reason = `pull of ${profile.template!.oci}@${digest} failed: ${(err as Error).message}`;
-    await deps.backoff.recordFailure(profile.name, reason, deps.clock());
+    const reason = `pull of ${action.reference} failed: ${(err as Error).message}`;
+    await deps.backoff.recordFailure(action.profile, reason, deps.clock());
     return reason;
   }
+}
+
+/**
+ * `publish: {oci}`: push the live template to the tag. A failure is transient and backed off
+ * (state/publish-backoff.json): the planner keeps the publish pending and retries it at `until`.
+ */
+async function publish(action: PublishAction, deps: ApplyDeps): Promise<void> {
+  if (!deps.registry || !deps.publishes) throw new Error('no registry access wired into this pass');
+  let digest: string;
+  try {
+    const stats = await pushTemplate(
+      { hypervisor: deps.hypervisor, ...deps.registry },
+      action.template,
+      parseReference(action.reference),
+      { concurrency: 4 },
+    );
+    digest = stats.digest;
+    deps.log.info(
+      { template: action.template, reference: action.reference, digest, uploadedBytes: stats.uploadedBytes },
+      'published',
+    );
+  } catch (err) {
+    const message = (err as Error).message;
+    const entry = await deps.publishes.recordFailure(action.profile, message, deps.clock());
+    throw new TransientError(
+      `publish of ${action.template} to ${action.reference} failed: ${message}; retrying at ${entry.until}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  await deps.publishes.recordSuccess(action.profile, {
+    template: action.template,
+    reference: action.reference,
+    digest,
+    at: deps.clock().toISOString(),
+  });
 }
 
 /** Does the work of one action; returns a failure message for an expected failure (a failed build). */
@@ -173,8 +179,11 @@ async function perform(action: Action, deps: ApplyDeps): Promise<string | undefi
   switch (action.action) {
     case 'build':
       if (!profile) throw new Error(`profile ${action.profile} is not in the compiled view`);
-      if (profile.template) return pullFollowed(profile, deps);
       return buildTemplate(action, profile, deps);
+    case 'pull':
+      return pullFollowed(action, deps);
+    case 'publish':
+      return void (await publish(action, deps));
     case 'promote':
       await hv.promote(action.guest, action.template);
       return void (await recordOrphan(action, 'ok', deps));

@@ -11,9 +11,8 @@ import type { Action } from '../plan/types.js';
 import type { CompiledProfile } from '../sources/view.js';
 import type { Manifest } from '../state/build-records.js';
 import { corralVersion } from '../util/version.js';
-import type { ApplyDeps } from './apply.js';
+import type { ApplyDeps } from './apply-deps.js';
 import { runBuild } from './run-build.js';
-import { publishPromoted } from './template-transfer.js';
 
 type BuildAction = Extract<Action, { action: 'build' }>;
 
@@ -87,7 +86,6 @@ export async function buildTemplate(
   if (result.verdict.ok) {
     await hv.promote(action.guest, action.template);
     await deps.backoff.recordSuccess(action.profile);
-    if (profile.publish) await publishPromoted(profile, action.template, deps);
     await finish(manifest, deps, { verdict: 'ok', ...ended });
     return undefined;
   }
@@ -172,7 +170,11 @@ function newManifest(action: BuildAction, profile: CompiledProfile, deps: ApplyD
     inputs: profile.inputs,
     base: {
       kind: b.kind,
-      ...(b.kind === 'file' ? { file: b.file } : b.kind === 'oci' ? { url: b.ref } : { url: b.url }),
+      ...(b.kind === 'file'
+        ? { file: b.file }
+        : b.kind === 'oci' || b.kind === 'template'
+          ? { reference: b.ref }
+          : { url: b.url }),
       ...(b.kind === 'checksums' ? { checksums: b.checksums } : {}),
       version: profile.baseVersion,
     },

@@ -6,7 +6,7 @@
  */
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigError } from '../errors.js';
+import { ConfigError, TransientError } from '../errors.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import { templateName } from '../hypervisor/names.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
@@ -16,15 +16,18 @@ import type { CredentialStore } from '../oci/credentials.js';
 import { DEFAULT_CHUNK_SIZE } from '../oci/format.js';
 import { fetchImage, pullImage, type PullProgress, type PullStats, type ResolvedImage } from '../oci/pull.js';
 import { pushImage, type PushProgress, type PushStats } from '../oci/push.js';
-import { formatReference, parseReference, type Reference } from '../oci/reference.js';
-import type { CompiledProfile } from '../sources/view.js';
-import type { ApplyDeps } from './apply.js';
+import { formatReference, parseReference, pinned, type Reference } from '../oci/reference.js';
+import { stagingDir, type BaseCache } from '../images/base-cache.js';
+import { lockStaging } from '../state/staging-lock.js';
+import type { Logger } from 'pino';
 
 export interface TransferDeps {
   hypervisor: Hypervisor;
   stateDir: string;
   prefix: string;
   credentials: CredentialStore;
+  clock?: () => Date;
+  log?: Logger;
 }
 
 export function provenanceFile(stateDir: string, template: string): string {
@@ -126,16 +129,66 @@ function pushTarget(ref: Reference, credentials: CredentialStore, opts: PushTemp
   };
 }
 
+/**
+ * `base: {oci}`: pulls the base image `refText` pinned at `version` (a manifest digest) into its
+ * staging dir, holding the staging lock until `finish` (BaseCache moves the disk into the cache,
+ * then finishes). A failed pull releases the lock and keeps the staging dir: the next try resumes.
+ */
+export async function pullBaseImage(
+  deps: { credentials: CredentialStore; imagesDir: string; log?: Logger },
+  refText: string,
+  version: string,
+  opts: { concurrency: number; onProgress?: (p: PullProgress) => void },
+): Promise<{ file: string; finish: (landed: boolean) => Promise<void> }> {
+  const ref = pinned(parseReference(refText), version);
+  const shown = formatReference(ref);
+  const client = clientFor(ref, deps.credentials);
+  const image = await fetchImage(client, ref.repository, version);
+  if (!image)
+    throw new TransientError(`${shown}: no such image on ${ref.registry} (deleted since the tag was resolved?)`);
+  if (image.config.template)
+    throw new ConfigError(
+      `${shown} is a template, not a base image: run it with "template: {oci: …}", or push a disk with "corral push ./base.qcow2 <ref>"`,
+    );
+  const disk = image.config.files.find((f) => f.name === 'disk');
+  if (!disk || image.config.files.length !== 1 || disk.backing)
+    throw new ConfigError(
+      `${shown} is not a base image (one standalone disk file, as "corral push ./base.qcow2" makes)`,
+    );
+  const staging = stagingDir(deps.imagesDir, version.replace(/^sha256:/, ''));
+  const lock = await lockStaging(staging, `pull ${shown}`, deps.log);
+  try {
+    const { files } = await pullImage(image, staging, {
+      client,
+      repository: ref.repository,
+      concurrency: opts.concurrency,
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+    return {
+      file: files['disk']!,
+      finish: async (landed) => {
+        if (landed) await rm(staging, { recursive: true, force: true });
+        await lock.release();
+      },
+    };
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}
+
 export interface PullTemplateOptions {
   /** Profile name the template lands under (default: the one it was built for). */
   as?: string;
   /** Replace the recorded inputs hash (profiles that follow a registry use the image digest). */
   inputsHash?: string;
   /**
-   * Name the generation by the image digest instead of the build's inputs (followers): a template
-   * pulled by hand under the same profile never stands in for the digest a profile follows.
+   * Land under this generation instead of the build's (followers: the one the planner chose), so a
+   * template pulled by hand under the same profile never stands in for the digest a profile follows.
    */
-  genFromDigest?: boolean;
+  gen?: string;
+  /** The pass's base cache: the carried base is held from garbage collection until the template is defined. */
+  bases?: BaseCache;
   concurrency: number;
   onProgress?: (p: PullProgress) => void;
   /** An image already fetched (manifest + config) by the caller. */
@@ -159,7 +212,7 @@ export async function pullTemplate(deps: TransferDeps, ref: Reference, opts: Pul
   const t = image.config.template;
   if (!t) throw new ConfigError(`${formatReference(ref)} is a corral image but not a template`);
   const profile = opts.as ?? t.profile;
-  const gen = opts.genFromDigest ? `${t.gen.replace(/-[0-9a-f]{8}$/, '')}-${image.digest.slice(7, 15)}` : t.gen;
+  const gen = opts.gen ?? t.gen;
   const name = templateName(deps.prefix, profile, gen);
   const observed = await deps.hypervisor.observe();
   if (observed.guests.some((g) => g.name === name))
@@ -169,61 +222,51 @@ export async function pullTemplate(deps: TransferDeps, ref: Reference, opts: Pul
   const backing = disk.backing === 'base';
   const baseReused = backing && (await io.hasBase(t.baseVersion));
   const staging = io.stagingDir(image.digest.replace(/^sha256:/, ''));
-  const { files, stats } = await pullImage(image, staging, {
-    client,
-    repository: ref.repository,
-    concurrency: opts.concurrency,
-    skip: new Set(baseReused ? ['base'] : []),
-    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-  });
-  const provenance = provenanceFile(deps.stateDir, name);
-  if (image.config.provenance !== undefined) {
-    await mkdir(path.dirname(provenance), { recursive: true });
-    await writeFileAtomic(provenance, `${JSON.stringify(image.config.provenance, null, 2)}\n`);
-  }
+  // Held from the first write until the files have landed: no other pull writes here, and gc keeps it.
+  const lock = await lockStaging(staging, `pull ${formatReference(pinned(ref, image.digest))}`, deps.log);
+  const release = backing ? opts.bases?.hold(t.baseVersion) : undefined;
   try {
-    await io.import({
-      name,
-      meta: {
-        profile,
-        gen,
-        inputsHash: opts.inputsHash ?? t.inputsHash,
-        baseVersion: t.baseVersion,
-        createdAt: t.createdAt,
-      },
-      domainXml: t.domainXml,
-      files,
-      backing,
+    const { files, stats } = await pullImage(image, staging, {
+      client,
+      repository: ref.repository,
+      concurrency: opts.concurrency,
+      skip: new Set(baseReused ? ['base'] : []),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
-  } catch (err) {
-    if (image.config.provenance !== undefined) await rm(path.dirname(provenance), { recursive: true, force: true });
-    throw err;
-  }
-  await rm(staging, { recursive: true, force: true });
-  return { template: name, digest: image.digest, present: false, baseReused, stats };
-}
-
-/** `publish: {oci}`: push the newly promoted template; a failed push is reported, the template stays live. */
-export async function publishPromoted(
-  profile: CompiledProfile,
-  template: string,
-  deps: Pick<ApplyDeps, 'hypervisor' | 'registry' | 'log'>,
-): Promise<void> {
-  if (!deps.registry || !profile.publish) return;
-  try {
-    const stats = await pushTemplate(
-      { hypervisor: deps.hypervisor, ...deps.registry },
-      template,
-      parseReference(profile.publish.oci),
-      {
-        concurrency: 4,
-      },
-    );
-    deps.log.info(
-      { template, reference: profile.publish.oci, digest: stats.digest, uploadedBytes: stats.uploadedBytes },
-      'published',
-    );
-  } catch (err) {
-    deps.log.error({ template, reference: profile.publish.oci, error: (err as Error).message }, 'publish failed');
+    const provenance = provenanceFile(deps.stateDir, name);
+    if (image.config.provenance !== undefined) {
+      await mkdir(path.dirname(provenance), { recursive: true });
+      await writeFileAtomic(provenance, `${JSON.stringify(image.config.provenance, null, 2)}\n`);
+    }
+    const recordedBase = (image.config.provenance as { base?: { digest?: unknown } } | undefined)?.base?.digest;
+    try {
+      await io.import({
+        name,
+        meta: {
+          profile,
+          gen,
+          inputsHash: opts.inputsHash ?? t.inputsHash,
+          baseVersion: t.baseVersion,
+          createdAt: t.createdAt,
+        },
+        domainXml: t.domainXml,
+        files,
+        backing,
+        baseOrigin: {
+          reference: formatReference(pinned(ref, image.digest)),
+          cachedAt: (deps.clock ?? (() => new Date()))().toISOString(),
+          // The build host's descriptor digest of the same bytes (every chunk was verified against the manifest).
+          ...(typeof recordedBase === 'string' ? { digest: recordedBase } : {}),
+        },
+      });
+    } catch (err) {
+      if (image.config.provenance !== undefined) await rm(path.dirname(provenance), { recursive: true, force: true });
+      throw err;
+    }
+    await rm(staging, { recursive: true, force: true });
+    return { template: name, digest: image.digest, present: false, baseReused, stats };
+  } finally {
+    release?.();
+    await lock.release();
   }
 }

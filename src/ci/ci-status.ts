@@ -5,9 +5,9 @@
 import type { CiOutage } from '../plan/types.js';
 import type { ObservedGuest } from '../hypervisor/hypervisor.js';
 import type { CompiledProfile } from '../sources/view.js';
-import type { CiState } from '../state/ci-state.js';
+import type { CiState } from './ci-state.js';
 import { ClaimStore, type Claim } from '../state/claims.js';
-import { readCiState } from '../state/ci-state.js';
+import { readCiState } from './ci-state.js';
 import { CiOutageStore } from '../state/ci-outages.js';
 import { formatOutage } from '../plan/plan.js';
 import type { HostConfig } from '../config/host-config.js';

@@ -19,6 +19,11 @@ export interface GcSettings {
   keepBuildRecords: number;
   /** How long a guest set aside by `--keep-failed` stays before a pass collects it (`corral gc` takes them all). */
   keepFailedGuestsSeconds: number;
+  /**
+   * How long the staging dir of an interrupted pull stays after its last write, so that pulling
+   * the same image again resumes it; a dir a live pull holds (its lock) or a profile wants stays anyway.
+   */
+  keepInterruptedPullsSeconds: number;
 }
 
 export interface HostConfig {
@@ -71,6 +76,7 @@ export const RANGES = {
   resync: { min: 1, max: 7 * DAY },
   absentGrace: { min: 0, max: 30 * DAY },
   keepFailedGuests: { min: 0, max: 365 * DAY },
+  keepInterruptedPulls: { min: 0, max: 30 * DAY },
   claimWait: { min: 0, max: DAY },
   maxJobDuration: { min: 60, max: 30 * DAY },
 } satisfies Record<string, Range>;
@@ -128,6 +134,7 @@ function normalize(
       keepFailedBuilds?: number;
       keepBuildRecords?: number;
       keepFailedGuests?: unknown;
+      keepInterruptedPulls?: unknown;
     };
     ci?: {
       host?: string;
@@ -208,7 +215,13 @@ function normalize(
       ),
     },
     minFreeBytes: 0,
-    gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
+    gc: {
+      keepBaseVersions: 2,
+      keepFailedBuilds: 10,
+      keepBuildRecords: 20,
+      keepFailedGuestsSeconds: 86400,
+      keepInterruptedPullsSeconds: 86400,
+    },
     server: DEFAULT_LISTEN,
   };
   const minFree = c.minFreeSpace === undefined ? 2 * 2 ** 30 : c.minFreeSpace === 0 ? 0 : parseSize(c.minFreeSpace);
@@ -225,6 +238,12 @@ function normalize(
     keepFailedBuilds: c.gc?.keepFailedBuilds ?? 10,
     keepBuildRecords: c.gc?.keepBuildRecords ?? 20,
     keepFailedGuestsSeconds: duration(c.gc?.keepFailedGuests, '/gc/keepFailedGuests', 86400, RANGES.keepFailedGuests),
+    keepInterruptedPullsSeconds: duration(
+      c.gc?.keepInterruptedPulls,
+      '/gc/keepInterruptedPulls',
+      86400,
+      RANGES.keepInterruptedPulls,
+    ),
   };
   const listen = c.server?.listen === undefined ? DEFAULT_LISTEN : parseListen(c.server.listen);
   if (!listen)

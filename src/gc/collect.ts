@@ -15,6 +15,7 @@ import type { CompiledProfile } from '../sources/view.js';
 import type { BuildRecords } from '../state/build-records.js';
 import { oldGenerations } from '../state/compiled-store.js';
 import { garbage, type FileEntry, type Removal } from './policy.js';
+import { abandonedStaging, listStaging, removeStaging } from './staging.js';
 
 export interface GcDeps {
   hypervisor: Hypervisor;
@@ -63,6 +64,9 @@ export async function collectGarbage(deps: GcDeps, opts: GcOptions = {}): Promis
   const gone = new Set(report.guests.map((g) => g.name));
   const existing = observed.guests.filter((g) => !gone.has(g.name));
 
+  // Listed before the backing chains are read: a pull that lands a base must already show as running.
+  const staging = await listStaging(deps.bases.imagesDir);
+  const running = staging.flatMap((s) => (s.heldBy ? [s.heldBy.sinceMs] : []));
   // Asked after the destroys above, and of every guest: only backing chains say what is in use.
   const inUse = new Set([...(await deps.hypervisor.filesInUse())].map((f) => path.resolve(f)));
   if (dryRun) for (const g of report.guests) for (const f of await deps.hypervisor.diskChain(g.name)) inUse.delete(f);
@@ -74,10 +78,21 @@ export async function collectGarbage(deps: GcDeps, opts: GcOptions = {}): Promis
     protectedKeys: protectedKeys(deps.prefix, deps.inFlight),
     now,
     graceMs: opts.graceMs ?? 0,
+    ...(running.length > 0 ? { pullsRunningSinceMs: Math.min(...running) } : {}),
   });
   for (const f of report.files) {
     report.freedBytes += f.bytes;
     if (!dryRun) await rm(f.path, { force: true });
+  }
+  for (const s of abandonedStaging({
+    entries: staging,
+    wanted: wantedImages(deps.profiles()),
+    now,
+    keepMs: deps.settings.keepInterruptedPullsSeconds * 1000,
+  })) {
+    if (!dryRun && !(await removeStaging(s.path, deps.log))) continue;
+    report.files.push(s);
+    report.freedBytes += s.bytes;
   }
 
   report.records = await deps.records.prunable({
@@ -108,6 +123,17 @@ export async function collectGarbage(deps: GcDeps, opts: GcOptions = {}): Promis
 /** The template name a guest's build record is filed under (records are named by template). */
 function templateOf(prefix: string, g: ObservedGuest): string {
   return g.gen ? `${prefix}-template-${g.profile}@${g.gen}` : g.name;
+}
+
+/** Images whose interrupted pull must stay resumable: the digests profiles follow or build on now. */
+function wantedImages(profiles: readonly CompiledProfile[]): Set<string> {
+  const hex = (d: string) => d.replace(/^sha256:/, '');
+  const wanted = new Set<string>();
+  for (const p of profiles) {
+    if (p.template?.digest) wanted.add(hex(p.template.digest));
+    if (p.base.kind === 'oci' && p.baseVersion) wanted.add(hex(p.baseVersion));
+  }
+  return wanted;
 }
 
 async function basesToKeep(deps: GcDeps, guests: ObservedGuest[]): Promise<Set<string>> {
@@ -145,7 +171,7 @@ async function listFiles(dir: string): Promise<FileEntry[]> {
     if (!e.isFile()) continue;
     const file = path.join(e.parentPath, e.name);
     const info = await stat(file).catch(() => undefined);
-    if (info) files.push({ path: file, bytes: info.size, mtimeMs: info.mtimeMs });
+    if (info) files.push({ path: file, bytes: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs });
   }
   return files;
 }

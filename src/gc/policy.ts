@@ -10,6 +10,8 @@ export interface FileEntry {
   path: string;
   bytes: number;
   mtimeMs: number;
+  /** When the file last changed place or metadata (a rename into the base cache sets it). */
+  ctimeMs?: number;
 }
 
 export interface GcFacts {
@@ -24,6 +26,11 @@ export interface GcFacts {
   now: number;
   /** Guest files (not base files) younger than this are left alone: something may be making them right now. */
   graceMs: number;
+  /**
+   * When the oldest pull still running (by its staging lock, in any process) began: a base landed
+   * since then may be one that pull is about to define a template on, so it stays until the pull ends.
+   */
+  pullsRunningSinceMs?: number;
 }
 
 export interface Removal {
@@ -47,9 +54,12 @@ export function garbage(facts: GcFacts): Removal[] {
     if (rel.startsWith('..') || path.isAbsolute(rel)) continue;
     const [top, sub] = rel.split(path.sep);
     const name = path.basename(f.path);
+    // Pulls' staging dirs are judged as whole dirs by their locks (gc/staging.ts), never file by file.
+    if (top === 'staging') continue;
     if (top === 'base') {
       const hex = /^([0-9a-f]{64})\./.exec(name)?.[1];
       if (hex && keepBases.has(hex)) continue;
+      if (facts.pullsRunningSinceMs !== undefined && (f.ctimeMs ?? 0) >= facts.pullsRunningSinceMs) continue;
       if (sub === 'downloads') out.push({ ...pick(f), reason: 'partial download of a base version no profile wants' });
       else if (name.includes('.tmp-')) out.push({ ...pick(f), reason: 'temp file of an interrupted base conversion' });
       else if (hex) out.push({ ...pick(f), reason: 'base version no template, runner or build uses' });

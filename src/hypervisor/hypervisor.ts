@@ -124,6 +124,8 @@ export interface TemplateImport {
   files: Record<string, string>;
   /** True when the disk is an overlay on the base. */
   backing: boolean;
+  /** Where a carried base came from, for its descriptor in the base cache (docs/images.md). */
+  baseOrigin?: { reference: string; cachedAt: string; digest?: string };
 }
 
 export interface ScriptOptions {

@@ -18,6 +18,7 @@ import { sha256File } from '../util/hash.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { formatBytes } from '../util/size.js';
 import { downloadTo, type Progress } from './transport.js';
+import { formatReference, parseReference, pinned } from '../oci/reference.js';
 
 /** Runs an external command (qemu-img); the same shape as the hypervisor's Exec, passed in. */
 export type RunCommand = (file: string, args: readonly string[]) => Promise<{ stdout: string }>;
@@ -29,12 +30,22 @@ export interface BaseCacheDeps {
   onProgress?: (p: Progress) => void;
   /** Called before a download starts: throws (after collecting garbage) when imagesDir is below its free-space floor. */
   beforeFetch?: () => Promise<void>;
+  /**
+   * `base: {oci}`: pulls the image `ref` pinned at `version` (its manifest digest; every chunk is
+   * verified against it) into a staging dir and gives back its disk file; `finish(true)` removes
+   * the staging dir once the disk has moved, `finish(false)` keeps it for a resumed pull.
+   */
+  pullOci?: (ref: string, version: string) => Promise<{ file: string; finish: (landed: boolean) => Promise<void> }>;
 }
 
 /** What the cache records beside each entry. */
 export interface CachedBase {
   version: string;
-  source: { kind: BaseSpec['kind']; url?: string; file?: string };
+  /**
+   * `reference` (an OCI image, `registry/repository@sha256:…`) for a base pulled from a registry:
+   * a `base: {oci}` image, or, with `template`, the base layers of a pulled template.
+   */
+  source: { kind: BaseSpec['kind']; url?: string; file?: string; reference?: string; template?: string };
   cachedAt: string;
   host: string;
   /** Format of the source bytes; raw (or anything but a standalone qcow2) is converted. */
@@ -57,6 +68,14 @@ export function baseCacheDir(imagesDir: string): string {
 
 export function cachedBasePath(imagesDir: string, baseVersion: string): string {
   return path.join(baseCacheDir(imagesDir), 'sha256', `${baseDigest(baseVersion)}.qcow2`);
+}
+
+/**
+ * Where a pull stages an image's files (`<imagesDir>/staging/<manifest hex>/`): on the images
+ * filesystem, so landing is a rename; collected by gc once abandoned (src/gc/staging.ts).
+ */
+export function stagingDir(imagesDir: string, key: string): string {
+  return path.join(path.resolve(imagesDir), 'staging', key);
 }
 
 export function partialPath(imagesDir: string, baseVersion: string): string {
@@ -128,14 +147,22 @@ export class BaseCache {
   private async fill(base: BaseSpec, baseVersion: string, profileDir: string): Promise<string> {
     const target = cachedBasePath(this.deps.imagesDir, baseVersion);
     if (await exists(target)) return target;
-    if (base.kind === 'oci')
+    if (base.kind === 'template')
       throw new ConfigError(`a profile that follows a pushed template has no base to fetch (${base.ref})`);
     const hex = baseDigest(baseVersion);
     this.fetching.add(hex);
     await mkdir(path.dirname(target), { recursive: true });
     let source: string;
     let removeSource = false;
-    if (base.kind === 'file') {
+    let pulled: { file: string; finish: (landed: boolean) => Promise<void> } | undefined;
+    if (base.kind === 'oci') {
+      if (!this.deps.pullOci) throw new ConfigError(`cannot pull ${base.ref}: no registry access in this command`);
+      await this.deps.beforeFetch?.();
+      this.downloads++;
+      pulled = await this.deps.pullOci(base.ref, baseVersion);
+      source = pulled.file;
+      removeSource = true;
+    } else if (base.kind === 'file') {
       source = path.resolve(profileDir, base.file);
       // The view was compiled earlier; caching changed bytes under the old digest would poison the cache.
       const actual = await sha256File(source);
@@ -160,6 +187,7 @@ export class BaseCache {
       removeSource = true;
     }
     const tmp = `${target}.tmp-${randomBytes(4).toString('hex')}`;
+    let landed = false;
     try {
       const standalone = await isStandaloneQcow2(source);
       if (standalone && removeSource) await rename(source, tmp);
@@ -169,21 +197,66 @@ export class BaseCache {
       const info = await stat(tmp);
       const record: CachedBase = {
         version: baseVersion,
-        source: base.kind === 'file' ? { kind: 'file', file: source } : { kind: base.kind, url: base.url },
+        source:
+          base.kind === 'file'
+            ? { kind: 'file', file: source }
+            : base.kind === 'oci'
+              ? { kind: 'oci', reference: formatReference(pinned(parseReference(base.ref), baseVersion)) }
+              : { kind: base.kind, url: base.url },
         cachedAt: this.deps.clock().toISOString(),
         host: hostname(),
         sourceFormat: standalone ? 'qcow2' : 'converted',
         bytes: info.size,
-        digest: standalone ? baseVersion : `sha256:${await sha256File(tmp)}`,
+        // An OCI base's version is its manifest digest, never the file's own.
+        digest: standalone && base.kind !== 'oci' ? baseVersion : `sha256:${await sha256File(tmp)}`,
       };
       await writeFileAtomic(target.replace(/\.qcow2$/, '.json'), `${JSON.stringify(record, null, 2)}\n`);
       await rename(tmp, target);
+      landed = true;
       if (removeSource) await rm(source, { force: true });
     } finally {
       await rm(tmp, { force: true });
+      await pulled?.finish(landed);
     }
     return target;
   }
+}
+
+/**
+ * A base that arrived as the base layers of a pulled template (docs/oci-format.md): moved into the
+ * cache under its version with the same descriptor a fetch writes (descriptor first, then the
+ * rename, as in fill), so inspect, provenance and garbage collection treat it like any other base.
+ * A version already cached is left as it is (the staged copy is not used).
+ */
+export async function adoptBase(
+  imagesDir: string,
+  baseVersion: string,
+  staged: string,
+  origin: { reference: string; template: string; cachedAt: string; digest?: string },
+): Promise<string> {
+  const target = cachedBasePath(imagesDir, baseVersion);
+  if (await exists(target)) return target;
+  await mkdir(path.dirname(target), { recursive: true });
+  const info = await stat(staged);
+  const record: CachedBase = {
+    version: baseVersion,
+    source: { kind: 'oci', reference: origin.reference, template: origin.template },
+    cachedAt: origin.cachedAt,
+    host: hostname(),
+    sourceFormat: 'qcow2',
+    bytes: info.size,
+    digest:
+      origin.digest && /^sha256:[0-9a-f]{64}$/.test(origin.digest)
+        ? origin.digest
+        : `sha256:${await sha256File(staged)}`,
+  };
+  await writeFileAtomic(descriptorPath(imagesDir, baseVersion), `${JSON.stringify(record, null, 2)}\n`);
+  await rename(staged, target);
+  return target;
+}
+
+export function descriptorPath(imagesDir: string, baseVersion: string): string {
+  return cachedBasePath(imagesDir, baseVersion).replace(/\.qcow2$/, '.json');
 }
 
 const QCOW_MAGIC = 0x514649fb; // "QFI\xfb"

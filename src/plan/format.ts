@@ -3,6 +3,8 @@ import type { Action, Plan, Requeue } from './types.js';
 
 const SYMBOL: Record<Action['action'], string> = {
   build: '+',
+  pull: '+',
+  publish: '~',
   'create-runner': '+',
   promote: '~',
   'replace-runner': '~',
@@ -46,7 +48,14 @@ export function formatPlan(plan: Plan, now: Date): string {
         : a.action === 'promote'
           ? `${a.guest} → ${a.template}`
           : a.guest;
-    const from = a.action === 'create-runner' || a.action === 'replace-runner' ? ` (from ${a.template})` : '';
+    const from =
+      a.action === 'create-runner' || a.action === 'replace-runner'
+        ? ` (from ${a.template})`
+        : a.action === 'pull'
+          ? ` (from ${a.reference})`
+          : a.action === 'publish'
+            ? ` (to ${a.reference})`
+            : '';
     lines.push(`  ${SYMBOL[a.action]} ${target}  ${a.action}: ${a.reason}${from}`);
   }
   for (const w of plan.waits) lines.push(`  = ${w.profile}: ${w.reason}`);

@@ -2,9 +2,21 @@ import type { ObservedGuest } from '../hypervisor/hypervisor.js';
 import { makeGen, parseName, rebuildName, templateName } from '../hypervisor/names.js';
 import type { CompiledProfile } from '../sources/view.js';
 import { formatDuration } from '../util/duration.js';
+import { formatReference, parseReference, pinned } from '../oci/reference.js';
 import { createdAt, newestFirst } from './gen-time.js';
 import { planRunners } from './runners.js';
-import type { Action, BackoffEntry, CiOutage, Facts, Plan, PlanInput, Policy, Requeue, Wait } from './types.js';
+import {
+  inFlightKey,
+  type Action,
+  type BackoffEntry,
+  type CiOutage,
+  type Facts,
+  type Plan,
+  type PlanInput,
+  type Policy,
+  type Requeue,
+  type Wait,
+} from './types.js';
 
 /**
  * The pure heart of corral: from the desired profiles and the observed guests, the actions that
@@ -117,7 +129,8 @@ function planProfile(
   const current = templates.filter((t) => t.meta.inputsHash === profile.inputsHash);
   const newest = current[0];
   const maxAge = profile.rebuild.maxAgeSeconds;
-  const requestedAt = facts.rebuildRequests?.[profile.name];
+  // A follower builds nothing: pulling the digest it already has again would make nothing new.
+  const requestedAt = profile.template ? undefined : facts.rebuildRequests?.[profile.name];
   const ageSeconds = newest ? (now.getTime() - createdAt(newest).getTime()) / 1000 : 0;
   const needReason = !newest
     ? templates.length === 0
@@ -148,8 +161,13 @@ function planProfile(
       reason: `base not resolved: ${unresolved.reason}; live template and runners kept`,
     });
   }
+  const work = profile.template ? 'pull' : 'build';
   if (queued) {
-    waits.push({ ...base, kind: 'build-queued', reason: `build ${queued} queued or starting` });
+    waits.push(
+      profile.template
+        ? { ...base, kind: 'pull-queued', reason: `pull of ${queued} queued or running` }
+        : { ...base, kind: 'build-queued', reason: `build ${queued} queued or starting` },
+    );
   } else if (inFlight) {
     const started = createdAt(inFlight).getTime();
     waits.push({
@@ -175,7 +193,40 @@ function planProfile(
         until: backoff.until,
         reason: backoff.host
           ? `${needReason}; backing off after a host problem until ${backoff.until} (${backoff.failures} failure(s); last: ${backoff.lastError})`
-          : `${needReason}; backing off after ${backoff.failures} failed build(s) until ${backoff.until} (last: ${backoff.lastError})`,
+          : `${needReason}; backing off after ${backoff.failures} failed ${work}(s) until ${backoff.until} (last: ${backoff.lastError})`,
+      });
+    } else if (profile.template) {
+      // A follower's "build" is a pull of the digest its tag resolved to, landed under a generation of its own.
+      const digest = profile.template.digest;
+      const running = digest ? facts.pullsRunning?.[digest.replace(/^sha256:/, '')] : undefined;
+      if (running) {
+        waits.push({
+          ...base,
+          kind: 'pull-queued',
+          reason: `${profile.template.oci}@${digest} is being pulled (${running})`,
+        });
+      } else if (digest) {
+        const gen = freshGen(now, profile.inputsHash, guests);
+        const template = templateName(policy.prefix, profile.name, gen);
+        actions.push({
+          ...base,
+          action: 'pull',
+          guest: template,
+          gen,
+          template,
+          reference: formatReference(pinned(parseReference(profile.template.oci), digest)),
+          inputsHash: profile.inputsHash,
+          reason: needReason,
+        });
+      }
+      // No digest: the tag did not resolve this pass, and the registry wait (follow.ts) says why.
+    } else if (profile.base.kind === 'oci' && facts.pullsRunning?.[profile.baseVersion.replace(/^sha256:/, '')]) {
+      // The owner's build is fetching its base (not a guest yet): seen from `plan` or `status`.
+      const running = facts.pullsRunning[profile.baseVersion.replace(/^sha256:/, '')];
+      waits.push({
+        ...base,
+        kind: 'build-queued',
+        reason: `${needReason}; base ${profile.base.ref} (${profile.baseVersion.slice(0, 19)}…) is being pulled for the build (${running})`,
       });
     } else {
       const gen = freshGen(now, profile.inputsHash, guests);
@@ -215,6 +266,8 @@ function planProfile(
   if (!serving && profile.runners > 0)
     waits.push({ ...base, kind: 'no-template', reason: 'runners wait for the first template' });
 
+  if (profile.publish && newest) planPublish(profile, newest.name, ctx, actions, waits);
+
   const keep = new Set(templates.slice(0, policy.keepTemplates).map((t) => t.name));
   if (serving) keep.add(serving.name);
   for (const template of templates) {
@@ -227,6 +280,38 @@ function planProfile(
     });
   }
   return { actions, waits, booting: runnerPlan.booting, draining: runnerPlan.draining };
+}
+
+/**
+ * `publish: {oci}`: the tag should point at the live template. Level-triggered on the record of the
+ * last successful push, so a failed push stays pending (backed off) until one succeeds, and a
+ * template promoted while a push was failing is the one pushed next.
+ */
+function planPublish(profile: CompiledProfile, live: string, ctx: Ctx, actions: Action[], waits: Wait[]): void {
+  const reference = profile.publish!.oci;
+  const last = ctx.facts.published?.[profile.name];
+  if (last?.template === live && last.reference === reference) return;
+  const base = { profile: profile.name };
+  if (ctx.facts.inFlight?.includes(inFlightKey({ action: 'publish', guest: live }))) {
+    waits.push({ ...base, kind: 'publish-queued', reason: `publish of ${live} to ${reference} queued or running` });
+    return;
+  }
+  const why = last
+    ? last.reference === reference
+      ? `${reference} points at ${last.template}, not the live template`
+      : `published to ${last.reference} until now`
+    : `${live} is not published yet`;
+  const backoff = ctx.facts.publishBackoff?.[profile.name];
+  if (backoff && Date.parse(backoff.until) > ctx.now.getTime()) {
+    waits.push({
+      ...base,
+      kind: 'publish-backoff',
+      until: backoff.until,
+      reason: `publish of ${live} to ${reference} pending: ${backoff.failures} failed push(es), retrying at ${backoff.until} (last: ${backoff.lastError})`,
+    });
+    return;
+  }
+  actions.push({ ...base, action: 'publish', guest: live, template: live, reference, reason: why });
 }
 
 /** Guests of a profile that no source declares any more (removed or masked). */

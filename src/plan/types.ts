@@ -91,6 +91,25 @@ export interface Facts {
   readonly pendingDeregistrations?: Readonly<Record<string, Readonly<PendingDeregistration>>>;
   /** Rebuilds asked for by an operator (profile → ISO time): a template made before that time is rebuilt, inputs unchanged or not. */
   readonly rebuildRequests?: Readonly<Record<string, string>>;
+  /** `publish: {oci}`: what each profile last pushed, and where (state/published.json). */
+  readonly published?: Readonly<Record<string, Readonly<Published>>>;
+  /** Per-profile back-off after failed publishes: no push is tried before `until`. */
+  readonly publishBackoff?: Readonly<Record<string, Readonly<BackoffEntry>>>;
+  /**
+   * Pulls running now in any process, by manifest hex (their staging locks): who holds them. Lets
+   * a planner outside the puller (`plan`, `status`) say "being pulled" instead of planning it again.
+   */
+  readonly pullsRunning?: Readonly<Record<string, string>>;
+}
+
+/** The last successful publish of a profile. */
+export interface Published {
+  template: string;
+  reference: string;
+  /** Manifest digest the tag was set to. */
+  digest: string;
+  /** ISO time. */
+  at: string;
 }
 
 export interface PlanInput {
@@ -109,6 +128,13 @@ interface Base {
 
 export type Action =
   | (Base & { action: 'build'; gen: string; template: string; inputsHash: string })
+  /**
+   * A profile that follows a registry (`template: {oci}`): pull the digest its tag resolved to and
+   * land it as `template` (= guest, the name it will have). Runs in the background like a build.
+   */
+  | (Base & { action: 'pull'; gen: string; template: string; reference: string; inputsHash: string })
+  /** `publish: {oci}`: push the live template (= guest) to `reference`; background, retried with back-off until it succeeds. */
+  | (Base & { action: 'publish'; template: string; reference: string })
   | (Base & { action: 'promote'; template: string })
   | (Base & { action: 'discard' })
   | (Base & { action: 'create-runner'; template: string; templateHash: string })
@@ -126,6 +152,18 @@ export type Action =
 
 export type ActionKind = Action['action'];
 
+/** Actions that run in the background (the build queue) and count as in flight until they settle. */
+export const BACKGROUND_ACTIONS: readonly ActionKind[] = ['build', 'pull', 'publish'];
+
+/**
+ * The name a background action is tracked under in `Facts.inFlight`: its guest (the rebuild, or
+ * the template a pull lands as), except a publish, which must not look like a build or pull of
+ * its profile (it holds nothing back).
+ */
+export function inFlightKey(a: Pick<Action, 'action' | 'guest'>): string {
+  return a.action === 'publish' ? `publish:${a.guest}` : a.guest;
+}
+
 /**
  * Why a profile is not converging right now, even though nothing is to be done for it this pass.
  * `until` is when the wait ends by itself (no outside event needed); absent when only an event ends it.
@@ -140,10 +178,11 @@ export type Wait = { profile: string; reason: string; until?: string } & (
         | 'runner-booting'
         | 'runner-draining'
         | 'ci-outage'
+        | 'publish-backoff'
         | 'ci-deregister';
       until: string;
     }
-  | { kind: 'build-queued' | 'no-template' | 'config-error' | 'runners-busy' }
+  | { kind: 'build-queued' | 'pull-queued' | 'publish-queued' | 'no-template' | 'config-error' | 'runners-busy' }
   /** A profile that follows a registry whose tag could not be resolved this pass. */
   | { kind: 'registry' }
 );

@@ -1,8 +1,8 @@
 /**
  * Profiles that follow a registry (`template: {oci: <ref>}`): each pass resolves the tag to a
  * digest with one HEAD (never a download) and makes that digest the profile's inputs hash, so the
- * planner treats a new digest exactly like changed inputs — the "build" it plans is a pull (see
- * apply), and runners roll over once the pulled template is there. A registry that cannot be
+ * planner treats a new digest exactly like changed inputs — where it would build, it plans a
+ * `pull` action — and runners roll over once the pulled template is there. A registry that cannot be
  * reached is not a change: the profile keeps the inputs hash of its newest template, runners stay,
  * and a wait says why.
  */

@@ -13,19 +13,14 @@ import type { CompiledProfile, CompiledView } from '../sources/view.js';
 import type { RebuildRequests } from '../state/rebuild-requests.js';
 import type { CredentialStore } from '../oci/credentials.js';
 import { resolveFollowed } from './follow.js';
-import {
-  apply,
-  buildsDone,
-  retryDeregistrations,
-  type ActionResult,
-  type ApplyDeps,
-  type StartedBuild,
-} from '../apply/apply.js';
+import { apply, buildsDone, retryDeregistrations, type ActionResult, type StartedBuild } from '../apply/apply.js';
+import type { ApplyDeps } from '../apply/apply-deps.js';
 import type { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { isStaleClaim, type ClaimStore } from '../state/claims.js';
 import { DEFAULT_MAX_JOB_SECONDS } from '../config/host-config.js';
 import type { CiOutageStore } from '../state/ci-outages.js';
-import { readCiState, writeCiState } from '../state/ci-state.js';
+import { readCiState, writeCiState } from '../ci/ci-state.js';
+import { runningPulls } from '../state/staging-lock.js';
 
 const noCredentials: CredentialStore = { get: () => Promise.resolve(undefined) };
 
@@ -97,6 +92,7 @@ export async function observeAndPlan(
     | 'claims'
     | 'rebuildRequests'
     | 'credentials'
+    | 'publishes'
   > & {
     ciOutages?: Pick<CiOutageStore, 'read'>;
     deregistrations?: Pick<DeregistrationStore, 'read'>;
@@ -107,7 +103,20 @@ export async function observeAndPlan(
   const resolution: Resolution = deps.resolver
     ? await deps.resolver.resolve(view.profiles)
     : { profiles: view.profiles, unresolved: {} };
-  const [observed, backoff, runnerBackoff, ciOutages, claims, rebuildRequests, deregistrations] = await Promise.all([
+  const publishing = view.profiles.some((p) => p.publish);
+  const pulling = view.profiles.some((p) => p.template || p.base.kind === 'oci');
+  const [
+    observed,
+    backoff,
+    runnerBackoff,
+    ciOutages,
+    claims,
+    rebuildRequests,
+    deregistrations,
+    published,
+    publishBackoff,
+    pulls,
+  ] = await Promise.all([
     deps.hypervisor.observe(),
     deps.backoff.read(),
     deps.runnerBackoff.read(),
@@ -115,6 +124,9 @@ export async function observeAndPlan(
     deps.claims?.list(),
     deps.rebuildRequests?.read() ?? {},
     deps.deregistrations?.read(),
+    publishing ? deps.publishes?.read() : undefined,
+    publishing ? deps.publishes?.readBackoff() : undefined,
+    pulling ? runningPulls(deps.config.imagesDir) : undefined,
   ]);
   // A claim holds the guest it was made on, not a later one that reuses its name; one older than
   // ci.maxJobDuration is stale (its cleanup never came) and holds nothing.
@@ -147,6 +159,9 @@ export async function observeAndPlan(
     runnerBackoff,
     absentSources: [...(context.absentSources ?? [])],
     rebuildRequests,
+    ...(published ? { published } : {}),
+    ...(publishBackoff ? { publishBackoff } : {}),
+    ...(pulls && Object.keys(pulls).length > 0 ? { pullsRunning: pulls } : {}),
     ...(context.configErrors ? { configErrors: { ...context.configErrors } } : {}),
     ...(Object.keys(resolution.unresolved).length > 0 ? { unresolvedBases: resolution.unresolved } : {}),
   };
@@ -175,6 +190,8 @@ export async function runPass(view: CompiledView, deps: PassDeps, context: PassC
       credentials: deps.credentials ?? noCredentials,
       stateDir: deps.config.stateDir,
       prefix: deps.config.prefix,
+      clock: deps.clock,
+      log: deps.log,
     },
     profiles: new Map(profiles.map((p) => [p.name, p])),
     concurrency: deps.config.concurrency,

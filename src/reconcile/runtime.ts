@@ -26,6 +26,11 @@ import { CiOutageStore } from '../state/ci-outages.js';
 import { ClaimStore } from '../state/claims.js';
 import { DeregistrationStore } from '../state/ci-deregistrations.js';
 import { dockerCredentialStore, type CredentialStore } from '../oci/credentials.js';
+import { PublishStore } from '../state/published.js';
+import { pullBaseImage } from '../apply/template-transfer.js';
+import { RegistryClient } from '../oci/client.js';
+import type { PullProgress } from '../oci/pull.js';
+import { parseReference } from '../oci/reference.js';
 
 /** The long-lived things a pass works with, made once per process. */
 export interface Runtime {
@@ -66,6 +71,8 @@ export interface Runtime {
   claims: ClaimStore;
   /** Registry credentials (the docker config file) for profiles that follow or publish. */
   credentials?: CredentialStore;
+  /** What publishing profiles last pushed, and the back-off of failed pushes. */
+  publishes?: PublishStore;
 }
 
 /** What openRuntime makes: every part of a Runtime, and on-demand garbage collection. */
@@ -111,6 +118,7 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
   const records = new BuildRecords(config.stateDir);
   let lastProfiles: readonly CompiledProfile[] = [];
   let lastCollectAt = -Infinity;
+  const credentials = dockerCredentialStore(ctx.env);
   const bases: BaseCache = new BaseCache({
     imagesDir: config.imagesDir,
     run: async (file, args) => {
@@ -121,6 +129,11 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     onProgress: progressReporter(ctx.log),
     // The floor is made below; the closure runs only once a download begins.
     beforeFetch: (): Promise<void> => floor.check('download a base image'),
+    pullOci: (ref, version) =>
+      pullBaseImage({ credentials, imagesDir: config.imagesDir, log: ctx.log }, ref, version, {
+        concurrency: 4,
+        onProgress: pullReporter(ctx.log, ref),
+      }),
   });
   const gc = (
     gcOpts: GcOptions,
@@ -158,6 +171,14 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     resolver: new BaseResolver({
       stateDir: config.stateDir,
       fetchText,
+      // One HEAD, few retries: an unreachable registry is a wait (base-unresolved), not a stall of the pass.
+      resolveOci: (ref) => {
+        const r = parseReference(ref);
+        return new RegistryClient(r.registry, { credentials, retries: 1, retryDelayMs: 200 }).resolve(
+          r.repository,
+          r.tag ?? 'latest',
+        );
+      },
       clock: ctx.now,
       record: opts.readOnly !== true,
     }),
@@ -181,7 +202,8 @@ export async function openRuntime(ctx: RuntimeContext, opts: RuntimeOptions = {}
     ciOutages: new CiOutageStore(config.stateDir, config.ci.backoff),
     deregistrations: new DeregistrationStore(config.stateDir, config.ci.backoff),
     claims: new ClaimStore(config.stateDir),
-    credentials: dockerCredentialStore(ctx.env),
+    credentials,
+    publishes: new PublishStore(config.stateDir),
   };
 }
 
@@ -203,6 +225,20 @@ function progressReporter(log: Logger): (p: Progress) => void {
     if (decile === lastDecile) return;
     lastDecile = decile;
     log.info({ url: p.url, received: p.received, total: p.total }, `downloading: ${formatProgress(p)}`);
+  };
+}
+
+/** A base image pull's progress: a log line every 10% of its chunks. */
+function pullReporter(log: Logger, ref: string): (p: PullProgress) => void {
+  let lastDecile = -1;
+  return (p) => {
+    const decile = p.chunksTotal ? Math.floor((p.chunksDone / p.chunksTotal) * 10) : 10;
+    if (decile === lastDecile) return;
+    lastDecile = decile;
+    log.info(
+      { reference: ref, chunks: p.chunksDone, of: p.chunksTotal, downloadedBytes: p.bytesDownloaded },
+      `pulling base image: ${p.chunksDone}/${p.chunksTotal} chunks`,
+    );
   };
 }
 

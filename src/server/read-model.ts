@@ -207,7 +207,11 @@ function summarize(
 
 /** A wait held back by a back-off carries its end as its "retry at". */
 function pendingReason(w: Wait): PendingReason {
-  const backoff = w.kind === 'build-backoff' || w.kind === 'runner-backoff';
+  const backoff =
+    w.kind === 'build-backoff' ||
+    w.kind === 'runner-backoff' ||
+    w.kind === 'publish-backoff' ||
+    w.kind === 'base-unresolved';
   return {
     reason: w.reason,
     kind: w.kind,

@@ -37,13 +37,15 @@ export async function hashInputs(profile: ReadProfile, digests: FileDigests): Pr
     const { sha256: digest, executable, mode } = await digests.describe(file);
     inputs.push({ path: rel(file), sha256: digest, ...(executable ? { executable } : {}), mode });
   }
-  // `checksums` bases are versioned per pass by the resolver, which folds the version into the hash.
+  // `checksums` and tagged `oci` bases are versioned per pass by the resolver, which folds the version into the hash.
   const baseVersion =
     profile.base.kind === 'file'
       ? `sha256:${await digests.digest(profile.base.file)}`
       : profile.base.kind === 'url'
         ? `sha256:${profile.base.sha256}`
-        : '';
+        : profile.base.kind === 'oci' && profile.base.ref.includes('@')
+          ? profile.base.ref.slice(profile.base.ref.indexOf('@') + 1)
+          : '';
   // Paths are hashed relative to the profile dir: moving a profile to another source keeps its images.
   const relative_ = (p: string | undefined) => (p === undefined ? undefined : rel(p));
   const image = {

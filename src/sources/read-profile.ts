@@ -7,7 +7,7 @@ import { PROFILE_NAME } from './profile-name.js';
 import { checkDuration, MEMORY_MIB_RANGE, parseMemoryMiB } from '../util/duration.js';
 import { showBytes, utf8Name } from '../util/escape.js';
 import type { BaseSpec, CiSpec, CompiledProfile, GuestNetwork, GuestSpec } from './view.js';
-import { DEFAULT_GITHUB_API } from '../ci/github/defaults.js';
+import { DEFAULT_GITHUB_API } from './ci-defaults.js';
 import { confine } from './confine.js';
 import { baseUrlProblem, fileNameOf } from './base-url.js';
 import { parseSize } from '../util/size.js';
@@ -236,7 +236,7 @@ function readFollower(
     file,
     override: raw.override === true,
     runners: raw.runners,
-    base: { kind: 'oci', ref },
+    base: { kind: 'template', ref },
     guest: { cpus: 1, memoryMiB: 0 },
     provision: { dir, entry: '', timeoutSeconds: 1800 },
     rebuild: {},
@@ -324,8 +324,12 @@ async function readBase(
     return undefined;
   }
   if (raw.oci !== undefined) {
-    error('/base/oci', 'base.oci is not supported yet (OCI distribution comes later); use base.file or base.url');
-    return undefined;
+    // A disk pushed with `corral push ./base.qcow2 <ref>`; the tag is resolved before every pass.
+    for (const key of ['sha256', 'checksums'] as const)
+      if (raw[key] !== undefined)
+        error(`/base/${key}`, `"${key}" goes with "url", not "oci" (an OCI image is verified by its digest)`);
+    const ref = ociRef('/base/oci', raw.oci, error, false);
+    return ref ? { kind: 'oci', ref } : undefined;
   }
   if (raw.file !== undefined) {
     for (const key of ['sha256', 'checksums'] as const)

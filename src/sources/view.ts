@@ -6,14 +6,20 @@
  * - `url` + `sha256`: pinned; the version is the pinned digest.
  * - `url` + `checksums`: a checksum list (SHA256SUMS style) re-read before every pass; the line
  *   for the URL's file name is the version, so a new upstream image is a new version.
+ * - `oci`: an image in a registry, versioned by its manifest digest (docs/oci-format.md).
  * URLs are `http(s)://` or `file://`.
  */
 export type BaseSpec =
   | { kind: 'file'; file: string }
   | { kind: 'url'; url: string; sha256: string }
   | { kind: 'checksums'; url: string; checksums: string }
-  /** Only for profiles that follow a pushed template (`template: {oci}`): they build nothing. */
-  | { kind: 'oci'; ref: string };
+  /**
+   * A disk image pushed to a registry (`corral push ./base.qcow2 <ref>`): the tag is resolved to its
+   * manifest digest before every pass (one HEAD), and that digest is the version; pulled by the build.
+   */
+  | { kind: 'oci'; ref: string }
+  /** Only for profiles that follow a pushed template (`template: {oci}`): they build nothing, so no base. */
+  | { kind: 'template'; ref: string };
 
 /** How a guest reaches the network: `user` (QEMU user-mode, the default), a libvirt network or a host bridge. */
 export type GuestNetwork = 'user' | { network: string } | { bridge: string };

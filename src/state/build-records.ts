@@ -51,6 +51,8 @@ export interface Manifest {
     url?: string;
     checksums?: string;
     file?: string;
+    /** `base: {oci}`: the image reference as written in the profile (version is the manifest digest it resolved to). */
+    reference?: string;
     version: string;
     /** sha256 of the cached qcow2 the template disk overlays (equal to version unless converted from raw). */
     digest?: string;

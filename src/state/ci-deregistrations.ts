@@ -1,7 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PendingDeregistration } from '../plan/types.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import { backoffSeconds, RecordFile } from './record-file.js';
 
 /**
  * Deregistrations that failed (a `ci.hook.deregister` that exited non-zero or timed out), per
@@ -11,22 +10,17 @@ import { writeFileAtomic } from '../util/atomic-write.js';
  * registered again before that deregistration went through.
  */
 export class DeregistrationStore {
-  private readonly file: string;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly records: RecordFile<PendingDeregistration>;
 
   constructor(
     stateDir: string,
     private readonly policy: { initialSeconds: number; maxSeconds: number },
   ) {
-    this.file = join(stateDir, 'ci-deregistrations.json');
+    this.records = new RecordFile(join(stateDir, 'ci-deregistrations.json'));
   }
 
-  async read(): Promise<Record<string, PendingDeregistration>> {
-    try {
-      return JSON.parse(await readFile(this.file, 'utf8')) as Record<string, PendingDeregistration>;
-    } catch {
-      return {};
-    }
+  read(): Promise<Record<string, PendingDeregistration>> {
+    return this.records.read();
   }
 
   recordFailure(
@@ -34,10 +28,10 @@ export class DeregistrationStore {
     failure: { profile: string; system: string; error: string },
     now: Date,
   ): Promise<PendingDeregistration> {
-    return this.update((all) => {
+    return this.records.update((all) => {
       const previous = all[runner];
       const failures = (previous?.failures ?? 0) + 1;
-      const delay = Math.min(this.policy.maxSeconds, this.policy.initialSeconds * 2 ** (failures - 1));
+      const delay = backoffSeconds(this.policy, failures);
       const entry: PendingDeregistration = {
         profile: failure.profile,
         system: failure.system,
@@ -51,21 +45,7 @@ export class DeregistrationStore {
     });
   }
 
-  async recordSuccess(runner: string): Promise<void> {
-    if (!(runner in (await this.read()))) return;
-    await this.update((all) => {
-      delete all[runner];
-    });
-  }
-
-  private update<T>(change: (all: Record<string, PendingDeregistration>) => T): Promise<T> {
-    const next = this.chain.then(async () => {
-      const all = await this.read();
-      const result = change(all);
-      await writeFileAtomic(this.file, `${JSON.stringify(all, null, 2)}\n`);
-      return result;
-    });
-    this.chain = next.catch(() => undefined);
-    return next;
+  recordSuccess(runner: string): Promise<void> {
+    return this.records.remove(runner);
   }
 }

@@ -28,6 +28,8 @@ export interface LockOptions {
   log: Logger;
   /** Poll interval while waiting. */
   pollMs?: number;
+  /** What is locked, for the busy message (default: "state dir <dir>", with the --wait hint). */
+  label?: string;
 }
 
 /**
@@ -69,7 +71,8 @@ export async function acquireLock(stateDir: string, opts: LockOptions): Promise<
       if (!opts.wait) {
         const h = current.holder;
         const who = `pid ${h.pid} (corral ${h.command}, since ${h.startedAt})`;
-        throw new LockBusyError(`state dir ${stateDir} is locked by ${who}; use --wait to wait for it`, {
+        const what = opts.label ?? `state dir ${stateDir}`;
+        throw new LockBusyError(`${what} is locked by ${who}${opts.label ? '' : '; use --wait to wait for it'}`, {
           pid: h.pid,
           command: h.command,
         });

@@ -58,6 +58,17 @@ class ProfileBuilder {
     this.p.rebuild = { maxAgeSeconds: seconds };
     return this;
   }
+  /** `template: {oci}`: follows a registry tag; `digest` is what the tag resolved to this pass (none: unresolved). */
+  following(oci: string, digest?: string): this {
+    this.p.base = { kind: 'template', ref: oci };
+    this.p.template = { oci, ...(digest ? { digest } : {}) };
+    if (digest) this.p.inputsHash = digest;
+    return this;
+  }
+  publishing(oci: string): this {
+    this.p.publish = { oci };
+    return this;
+  }
   build(): CompiledProfile {
     return structuredClone(this.p);
   }

@@ -24,7 +24,13 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     backoff: { initialSeconds: 30, maxSeconds: 60 },
     watch: { debounceMs: 50, resyncSeconds: 600, absentGraceSeconds: 60, events: true },
     minFreeBytes: 0,
-    gc: { keepBaseVersions: 2, keepFailedBuilds: 10, keepBuildRecords: 20, keepFailedGuestsSeconds: 86400 },
+    gc: {
+      keepBaseVersions: 2,
+      keepFailedBuilds: 10,
+      keepBuildRecords: 20,
+      keepFailedGuestsSeconds: 86400,
+      keepInterruptedPullsSeconds: 86400,
+    },
     ci: {
       host: 'test-host',
       backoff: { initialSeconds: 15, maxSeconds: 600 },

@@ -14,7 +14,7 @@ import { MemoryHypervisor } from '../../src/hypervisor/memory/memory-hypervisor.
 import type { CiSpec, CompiledProfile, CompiledView } from '../../src/sources/view.js';
 import { BackoffStore } from '../../src/state/backoff-store.js';
 import { CiOutageStore } from '../../src/state/ci-outages.js';
-import { readCiState } from '../../src/state/ci-state.js';
+import { readCiState } from '../../src/ci/ci-state.js';
 import { ClaimStore } from '../../src/state/claims.js';
 import { DeregistrationStore } from '../../src/state/ci-deregistrations.js';
 import { EventLog } from '../../src/state/events.js';

@@ -144,6 +144,18 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
         await readFile(join(a.root, 'images/base/sha256', baseA!)),
       ),
     ).toBe(true);
+    // The base that came with the template has a descriptor like any base in the cache.
+    const descriptor = (host: Host) =>
+      readFile(join(host.root, 'images/base/sha256', baseA!.replace(/qcow2$/, 'json')), 'utf8').then(
+        (t) => JSON.parse(t) as { version: string; digest: string; source: object; sourceFormat: string },
+      );
+    const digest = (JSON.parse((await corral(b, ['pull', ref, '--json'])).stdout) as { digest: string }).digest;
+    expect(await descriptor(b)).toMatchObject({
+      version: `sha256:${baseA!.replace(/\.qcow2$/, '')}`,
+      source: { kind: 'oci', reference: `${registry.host}/corral/tiny@${digest}`, template },
+      sourceFormat: 'qcow2',
+      digest: (await descriptor(a)).digest,
+    });
     expect(existsSync(join(b.root, 'images/staging'))).toBe(true);
     expect(await readdir(join(b.root, 'images/staging'))).toEqual([]);
     // A second pull finds it present and downloads nothing.
@@ -182,6 +194,7 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
     // A published when it promoted its template in the first test.
     const first = await corral(b, ['reconcile', '--once']);
     expect(first.exitCode, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^ok +pull ci-template-follow@\S+ /m);
     expect(await runningRunners(b)).toEqual(['ci-runner-follow.1', 'ci-runner-follow.2']);
     for (const r of await runningRunners(b)) expect(await bakedOn(b, r)).toBe('tiny hello v1 (from tiny 1)');
     const inSync = await corral(b, ['plan', '--detailed-exitcode']);
@@ -200,6 +213,9 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
       JSON.parse(status.stdout) as { profiles: { name: string; template: { current: boolean } }[] }
     ).profiles.find((p) => p.name === 'follow');
     expect(follow?.template.current).toBe(true);
+    // The base the pulls carried backs the followed templates: gc keeps it and its descriptor.
+    const gc = JSON.parse((await corral(b, ['gc', '--dry-run', '--json'])).stdout) as { files: { path: string }[] };
+    expect(gc.files.filter((f) => f.path.includes('/images/base/'))).toEqual([]);
   });
 
   it('a corrupted chunk fails verification and nothing lands', async () => {
@@ -222,7 +238,7 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
   it('a registry outage is transient: runners stay and status says why', async () => {
     const before = await runningRunners(b);
     expect(before).toHaveLength(2);
-    await registry.stop();
+    await registry.pause();
     const pass = await corral(b, ['reconcile', '--once']);
     expect(pass.exitCode, pass.stdout + pass.stderr).toBe(0);
     expect(await runningRunners(b)).toEqual(before);
@@ -230,5 +246,38 @@ describe('push on one host, pull on another', { timeout: 300_000 }, () => {
     expect(status.stdout).toMatch(
       /pending: cannot resolve .*corral\/follow:latest: .*; runners stay on ci-template-follow@/,
     );
+  });
+
+  it('a publish that fails stays pending, backed off, and goes through once the registry is back', async () => {
+    await writeFile(join(a.root, 'profiles', 'tiny', 'provision', 'message'), 'hello v3\n');
+    const built = await corral(a, ['reconcile', '--once']);
+    expect(built.exitCode, built.stdout + built.stderr).toBe(0);
+    expect(built.stdout).toMatch(/^FAILED publish ci-template-tiny@\S+: publish of .* failed: .*; retrying at /m);
+    const [template] = await templatesOn(a);
+    const status = JSON.parse((await corral(a, ['status', '--json'])).stdout) as {
+      profiles: { name: string; pending: { kind: string; reason: string; until: string }[] }[];
+    };
+    const pending = status.profiles.find((p) => p.name === 'tiny')!.pending;
+    expect(pending).toEqual([
+      {
+        kind: 'publish-backoff',
+        reason: expect.stringMatching(
+          new RegExp(`^publish of ${template} to .*corral/follow:latest pending: 1 failed push\\(es\\), retrying at `),
+        ),
+        until: expect.any(String),
+      },
+    ]);
+    expect((await corral(a, ['plan'])).stdout).toMatch(/= tiny: publish of .* pending: 1 failed push/);
+
+    await registry.resume();
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(pending[0]!.until) - Date.now()) + 100));
+    const retried = await corral(a, ['reconcile', '--once']);
+    expect(retried.stdout).toMatch(new RegExp(`^ok +publish ${template} `, 'm'));
+    const published = JSON.parse(await readFile(join(a.root, 'state', 'published.json'), 'utf8')) as Record<
+      string,
+      { template: string }
+    >;
+    expect(published['tiny']?.template).toBe(template);
+    expect((await corral(a, ['plan', '--detailed-exitcode'])).exitCode).toBe(0);
   });
 });

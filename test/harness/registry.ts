@@ -20,6 +20,10 @@ export interface Registry {
   storage: string;
   /** CPU time (user + system) the registry process has used so far, in ms (Linux /proc), for benchmarks. */
   cpuMs(): number;
+  /** Kills the registry but keeps its storage: an outage. */
+  pause(): Promise<void>;
+  /** Starts it again on the same port with the same storage. */
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,51 +61,61 @@ http:
   addr: 127.0.0.1:${port}
 ${auth}`;
   await writeFile(path.join(dir, 'config.yml'), config);
-  const child: ChildProcess = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const kill = () => child.kill('SIGKILL');
-  process.once('exit', kill);
   const host = `127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`);
-    const ok = await fetch(`http://${host}/v2/`).then(
-      (r) => r.status === 200 || r.status === 401,
-      () => false,
-    );
-    if (ok) break;
-    if (Date.now() > deadline) {
-      kill();
-      throw new Error(`docker-registry did not answer on ${host}: ${stderr}`);
+  let child: ChildProcess | undefined;
+  const kill = () => child?.kill('SIGKILL');
+  process.once('exit', kill);
+  const spawnRegistry = async (): Promise<void> => {
+    const proc = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child = proc;
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${stderr}`);
+      const ok = await fetch(`http://${host}/v2/`).then(
+        (r) => r.status === 200 || r.status === 401,
+        () => false,
+      );
+      if (ok) break;
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`docker-registry did not answer on ${host}: ${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  };
+  const halt = async (): Promise<void> => {
+    const proc = child;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    }
+  };
+  await spawnRegistry();
   let stopped: Promise<void> | undefined;
   return {
     host,
     storage,
     cpuMs() {
       // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      const fields = readFileSync(`/proc/${child?.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
       return (Number(fields[11]) + Number(fields[12])) * 10;
     },
+    pause: halt,
+    resume: spawnRegistry,
     stop() {
-      stopped ??= stop();
+      stopped ??= (async () => {
+        process.off('exit', kill);
+        await halt();
+        await rm(dir, { recursive: true, force: true });
+      })();
       return stopped;
     },
   };
-  async function stop(): Promise<void> {
-    process.off('exit', kill);
-    if (child.exitCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
-    await rm(dir, { recursive: true, force: true });
-  }
 }
 
 export interface ProxyRequest {

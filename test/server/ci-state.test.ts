@@ -2,7 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CiState } from '../../src/state/ci-state.js';
+import type { CiState } from '../../src/ci/ci-state.js';
 import type { Claim } from '../../src/state/claims.js';
 import { cleanup } from '../builders/profile-dir.js';
 import { eventually, startServe, type Served } from './serve-harness.js';

@@ -45,6 +45,18 @@ describe('base sources', () => {
     expect(p?.rebuild).toEqual({ onBaseUpdate: false });
   });
 
+  it('base.oci: a tag is versioned per pass (by the resolver), a digest at compile time', async () => {
+    const tagged = await compile({ file: undefined, oci: 'registry.local:5000/bases/debian:12' });
+    expect(tagged.problems).toEqual([]);
+    expect(tagged.view?.profiles[0]).toMatchObject({
+      base: { kind: 'oci', ref: 'registry.local:5000/bases/debian:12' },
+      baseVersion: '',
+    });
+    const digest = `sha256:${HEX}`;
+    const pinned = await compile({ file: undefined, oci: `registry.local:5000/bases/debian@${digest}` });
+    expect(pinned.view?.profiles[0]?.baseVersion).toBe(digest);
+  });
+
   it('rebuild.onBaseUpdate is policy, not input: toggling it changes no inputs hash', async () => {
     const url = { file: undefined, url: 'https://x.example/a.img', checksums: 'https://x.example/SUMS' };
     const on = await compile(url);
@@ -53,9 +65,10 @@ describe('base sources', () => {
   });
 
   it.each([
+    [{ file: undefined, oci: 'debian:12' }, /#\/base\/oci: not an OCI reference "debian:12": name the registry host/],
     [
-      { file: undefined, oci: 'registry.local/debian:12' },
-      /#\/base\/oci: base.oci is not supported yet \(OCI distribution comes later\); use base.file or base.url/,
+      { file: undefined, oci: 'registry.local/debian:12', sha256: HEX },
+      /#\/base\/sha256: "sha256" goes with "url", not "oci"/,
     ],
     [
       { file: undefined, url: 'https://x.example/a.img' },

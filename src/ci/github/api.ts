@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../../errors.js';
 import { classifyGitHubError, ForgeError } from './forge-error.js';
 
-export { DEFAULT_GITHUB_API } from './defaults.js';
+export { DEFAULT_GITHUB_API } from '../../sources/ci-defaults.js';
 
 export type GitHubScope = { kind: 'repo'; owner: string; repo: string } | { kind: 'org'; org: string };
 

@@ -60,7 +60,10 @@ export const statusCommand: Command = {
       const runners = guests.filter((g) => g.role === 'runner').sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
       const running = runners.filter((r) => r.state === 'running');
       const building = guests.find((g) => g.role === 'rebuild');
-      const last = events.filter((e) => e.profile === p.name && e.action === 'build').pop();
+      const lastOf = (action: string) => events.filter((e) => e.profile === p.name && e.action === action).pop();
+      // A follower's "build" is a pull (docs/oci-format.md).
+      const last = lastOf(p.template ? 'pull' : 'build');
+      const published = p.publish ? lastOf('publish') : undefined;
       return {
         name: p.name,
         source: p.source,
@@ -96,6 +99,14 @@ export const statusCommand: Command = {
             }
           : null,
         lastBuild: last ? { time: last.time, ok: last.ok, ...(last.error ? { error: last.error } : {}) } : null,
+        lastPublish: published
+          ? {
+              time: published.time,
+              ok: published.ok,
+              template: published.guest,
+              ...(published.error ? { error: published.error } : {}),
+            }
+          : null,
         ci: profileCiSummary(p, runners, ciFacts),
         pending: plan.waits
           .filter((w) => w.profile === p.name)
@@ -142,8 +153,13 @@ export const statusCommand: Command = {
         );
       if (p.building)
         out.push(`  building: ${p.building.name} (${p.building.state}, ${formatDuration(p.building.forSeconds)})`);
+      const work = resolved.find((r) => r.name === p.name)?.template ? 'pull' : 'build';
       if (p.lastBuild)
-        out.push(`  last build: ${p.lastBuild.ok ? 'ok' : `FAILED: ${p.lastBuild.error}`} at ${p.lastBuild.time}`);
+        out.push(`  last ${work}: ${p.lastBuild.ok ? 'ok' : `FAILED: ${p.lastBuild.error}`} at ${p.lastBuild.time}`);
+      if (p.lastPublish)
+        out.push(
+          `  last publish: ${p.lastPublish.template} ${p.lastPublish.ok ? 'ok' : `FAILED: ${p.lastPublish.error}`} at ${p.lastPublish.time}`,
+        );
       if (p.ci) {
         out.push(`  ci: ${p.ci.system}${p.ci.failing ? `, FAILING: ${p.ci.failing}` : ''}`);
         for (const r of p.ci.runners) out.push(oneLine(`    ${r.name}: ${r.state}`));

@@ -20,6 +20,7 @@ import type {
 } from '../hypervisor.js';
 import { parseName } from '../names.js';
 import { formatBytes } from '../../util/size.js';
+import { stagingDir } from '../../images/base-cache.js';
 import { rebuildDomainXml } from './build-xml.js';
 import { destroyGuest, filesInUse } from './destroy.js';
 import { ChannelPump, hostErrorFor } from './channels.js';
@@ -207,14 +208,7 @@ export class LibvirtHypervisor implements Hypervisor {
       );
       throw err;
     }
-    // A guest libvirt cannot start is the host's problem: undefine it (with its files) and say so.
-    try {
-      await startGuest(this.virsh, req.name);
-    } catch (err) {
-      await this.destroy(req.name).catch(() => undefined);
-      throw err;
-    }
-    await this.attach(req.name);
+    await this.startAndAttach(req.name);
     log.info({ disk: files.disk, base }, 'rebuild guest started');
   }
 
@@ -315,14 +309,22 @@ export class LibvirtHypervisor implements Hypervisor {
       await rm(tmpSeed, { force: true });
     }
     await Promise.all([files.status, files.consoleLog].map((f) => rm(f, { force: true })));
+    await this.startAndAttach(req.name);
+    this.log.debug({ guest: req.name, template: req.template }, 'runner started');
+  }
+
+  /**
+   * Starts a defined guest and connects to its channels. A guest libvirt cannot start is the
+   * host's problem: it is undefined with its files and the error (a HostError) goes up.
+   */
+  private async startAndAttach(name: string): Promise<void> {
     try {
-      await startGuest(this.virsh, req.name);
+      await startGuest(this.virsh, name);
     } catch (err) {
-      await this.destroy(req.name).catch(() => undefined);
+      await this.destroy(name).catch(() => undefined);
       throw err;
     }
-    await this.attach(req.name);
-    this.log.debug({ guest: req.name, template: req.template }, 'runner started');
+    await this.attach(name);
   }
 
   private async templateDomainXml(template: string): Promise<string> {
@@ -380,7 +382,7 @@ export class LibvirtHypervisor implements Hypervisor {
     return {
       export: (name) => exportTemplate(io, name),
       hasBase: (version) => hasBase(io, version),
-      stagingDir: (key) => path.join(this.layout.root, 'staging', key),
+      stagingDir: (key) => stagingDir(this.layout.root, key),
       import: async (req) => {
         await this.ensureDirs();
         await importTemplate(io, req);

@@ -7,10 +7,9 @@
  * makes the template exist, so an import that fails midway leaves no template behind.
  */
 import { chmod, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { GuestMeta, TemplateExport, TemplateImport } from '../hypervisor.js';
 import { parseName } from '../names.js';
-import { cachedBasePath } from '../../images/base-cache.js';
+import { adoptBase, cachedBasePath } from '../../images/base-cache.js';
 import { child, children, isNode, parseDomainXml, buildDomainXml, text, type XmlNode } from './domain-xml.js';
 import {
   currentOwner,
@@ -108,10 +107,13 @@ export async function importTemplate(ctx: TemplateIoContext, req: TemplateImport
   if (req.backing) {
     base = cachedBasePath(l.root, req.meta.baseVersion);
     const stagedBase = req.files['base'];
-    if (stagedBase && !(await exists(base))) {
-      await mkdir(path.dirname(base), { recursive: true });
-      await rename(stagedBase, base);
-    }
+    if (stagedBase && !(await exists(base)))
+      await adoptBase(l.root, req.meta.baseVersion, stagedBase, {
+        reference: req.baseOrigin?.reference ?? '(unknown)',
+        template: req.name,
+        cachedAt: req.baseOrigin?.cachedAt ?? new Date().toISOString(),
+        ...(req.baseOrigin?.digest ? { digest: req.baseOrigin.digest } : {}),
+      });
     if (!(await exists(base)))
       throw new Error(`template ${req.name}: base ${base} is missing and the image did not carry it`);
     await ctx.exec('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', base, stagedDisk]);

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ScopeReport } from '../ci/runner-ci.js';
+import type { ScopeReport } from './runner-ci.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
 /** What the last pass learnt from the CI systems, for `status` (which never calls them itself). */
