@@ -27,8 +27,9 @@ export interface GcFacts {
   /** Guest files (not base files) younger than this are left alone: something may be making them right now. */
   graceMs: number;
   /**
-   * When the oldest pull still running (by its staging lock, in any process) began: a base landed
-   * since then may be one that pull is about to define a template on, so it stays until the pull ends.
+   * When the oldest pull still running (by its staging lock, in any process) began: a file landed
+   * since then (a base, or a template's disk, kernel or initrd) may be one that pull is about to
+   * define a template on, so it stays until the pull ends.
    */
   pullsRunningSinceMs?: number;
 }
@@ -56,10 +57,12 @@ export function garbage(facts: GcFacts): Removal[] {
     const name = path.basename(f.path);
     // Pulls' staging dirs are judged as whole dirs by their locks (gc/staging.ts), never file by file.
     if (top === 'staging') continue;
+    // Landed (renamed into place) since the oldest running pull began: a base, kernel, initrd or
+    // disk that pull is about to define a template on, not yet in any domain.
+    if (facts.pullsRunningSinceMs !== undefined && (f.ctimeMs ?? 0) >= facts.pullsRunningSinceMs) continue;
     if (top === 'base') {
       const hex = /^([0-9a-f]{64})\./.exec(name)?.[1];
       if (hex && keepBases.has(hex)) continue;
-      if (facts.pullsRunningSinceMs !== undefined && (f.ctimeMs ?? 0) >= facts.pullsRunningSinceMs) continue;
       if (sub === 'downloads') out.push({ ...pick(f), reason: 'partial download of a base version no profile wants' });
       else if (name.includes('.tmp-')) out.push({ ...pick(f), reason: 'temp file of an interrupted base conversion' });
       else if (hex) out.push({ ...pick(f), reason: 'base version no template, runner or build uses' });

@@ -23,6 +23,19 @@ function facts(overrides: Partial<GcFacts>): GcFacts {
 const paths = (f: GcFacts) => garbage(f).map((r) => r.path.slice(root.length + 1));
 
 describe('gc policy', () => {
+  it("spares what a running pull landed before it defines the template on it (another process's pull too)", () => {
+    const pullStarted = NOW - 5_000;
+    // Renamed into place: an old mtime from the registry's chunks, a ctime from the rename.
+    const landed = (rel: string, ctimeMs: number) => ({ ...file(rel), ctimeMs });
+    const files = [
+      landed('templates/f@new.kernel', NOW - 1_000),
+      landed('templates/f@new.qcow2', NOW - 1_000),
+      landed('templates/f@old.kernel', pullStarted - 60_000),
+    ];
+    expect(paths(facts({ files, pullsRunningSinceMs: pullStarted }))).toEqual(['templates/f@old.kernel']);
+    expect(paths(facts({ files }))).toHaveLength(3);
+  });
+
   it('never removes a file in use, even a retired template disk or an unwanted base', () => {
     const files = [
       file('templates/web@old.qcow2'),
