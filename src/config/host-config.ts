@@ -67,6 +67,15 @@ export const DEFAULT_MAX_JOB_SECONDS = 6 * 3600;
 
 export const DEFAULT_LISTEN = { host: '127.0.0.1', port: 8470 };
 
+/** What gc keeps when the host config says nothing (docs/images.md). */
+export const GC_DEFAULTS = {
+  keepBaseVersions: 2,
+  keepFailedBuilds: 10,
+  keepBuildRecords: 20,
+  keepFailedGuestsSeconds: 86400,
+  keepInterruptedPullsSeconds: 86400,
+} as const;
+
 const DAY = 86400;
 /** Sane bounds for every duration of the host config (seconds), checked at load with file and key. */
 export const RANGES = {
@@ -179,6 +188,50 @@ function normalize(
     } else if (s.path !== undefined) sources.push({ name: s.name, path: resolve(base, s.path) });
     else sources.push({ name: s.name, glob: resolve(base, s.glob as string) });
   });
+  const minFreeBytes = (): number => {
+    if (c.minFreeSpace === undefined) return 2 * 2 ** 30;
+    if (c.minFreeSpace === 0) return 0;
+    const bytes = parseSize(c.minFreeSpace);
+    if (bytes === undefined)
+      problems.push({
+        file: where,
+        where: '/minFreeSpace',
+        severity: 'error',
+        message: `not a size: ${JSON.stringify(c.minFreeSpace)} (use e.g. 10G, or 0 for no floor)`,
+      });
+    return bytes ?? 0;
+  };
+  const gcSettings = (): HostConfig['gc'] => ({
+    keepBaseVersions: c.gc?.keepBaseVersions ?? GC_DEFAULTS.keepBaseVersions,
+    keepFailedBuilds: c.gc?.keepFailedBuilds ?? GC_DEFAULTS.keepFailedBuilds,
+    keepBuildRecords: c.gc?.keepBuildRecords ?? GC_DEFAULTS.keepBuildRecords,
+    keepFailedGuestsSeconds: duration(
+      c.gc?.keepFailedGuests,
+      '/gc/keepFailedGuests',
+      GC_DEFAULTS.keepFailedGuestsSeconds,
+      RANGES.keepFailedGuests,
+    ),
+    keepInterruptedPullsSeconds: duration(
+      c.gc?.keepInterruptedPulls,
+      '/gc/keepInterruptedPulls',
+      GC_DEFAULTS.keepInterruptedPullsSeconds,
+      RANGES.keepInterruptedPulls,
+    ),
+  });
+  const serverSettings = (): HostConfig['server'] => {
+    const listen = c.server?.listen === undefined ? DEFAULT_LISTEN : parseListen(c.server.listen);
+    if (!listen)
+      problems.push({
+        file: where,
+        where: '/server/listen',
+        severity: 'error',
+        message: `not an address: ${JSON.stringify(c.server?.listen)} (use e.g. 127.0.0.1:8470, [::1]:8470 or :8470)`,
+      });
+    return {
+      ...(listen ?? DEFAULT_LISTEN),
+      ...(c.server?.tokenFile !== undefined ? { tokenFile: resolve(base, c.server.tokenFile) } : {}),
+    };
+  };
   const config: HostConfig = {
     ...(file ? { file } : {}),
     prefix: c.prefix ?? 'ci',
@@ -214,50 +267,11 @@ function normalize(
         RANGES.maxJobDuration,
       ),
     },
-    minFreeBytes: 0,
-    gc: {
-      keepBaseVersions: 2,
-      keepFailedBuilds: 10,
-      keepBuildRecords: 20,
-      keepFailedGuestsSeconds: 86400,
-      keepInterruptedPullsSeconds: 86400,
-    },
-    server: DEFAULT_LISTEN,
+    // Read in this order, after ci, so problems are listed as before.
+    minFreeBytes: minFreeBytes(),
+    gc: gcSettings(),
+    server: serverSettings(),
   };
-  const minFree = c.minFreeSpace === undefined ? 2 * 2 ** 30 : c.minFreeSpace === 0 ? 0 : parseSize(c.minFreeSpace);
-  if (minFree === undefined)
-    problems.push({
-      file: where,
-      where: '/minFreeSpace',
-      severity: 'error',
-      message: `not a size: ${JSON.stringify(c.minFreeSpace)} (use e.g. 10G, or 0 for no floor)`,
-    });
-  config.minFreeBytes = minFree ?? 0;
-  config.gc = {
-    keepBaseVersions: c.gc?.keepBaseVersions ?? 2,
-    keepFailedBuilds: c.gc?.keepFailedBuilds ?? 10,
-    keepBuildRecords: c.gc?.keepBuildRecords ?? 20,
-    keepFailedGuestsSeconds: duration(c.gc?.keepFailedGuests, '/gc/keepFailedGuests', 86400, RANGES.keepFailedGuests),
-    keepInterruptedPullsSeconds: duration(
-      c.gc?.keepInterruptedPulls,
-      '/gc/keepInterruptedPulls',
-      86400,
-      RANGES.keepInterruptedPulls,
-    ),
-  };
-  const listen = c.server?.listen === undefined ? DEFAULT_LISTEN : parseListen(c.server.listen);
-  if (!listen)
-    problems.push({
-      file: where,
-      where: '/server/listen',
-      severity: 'error',
-      message: `not an address: ${JSON.stringify(c.server?.listen)} (use e.g. 127.0.0.1:8470, [::1]:8470 or :8470)`,
-    });
-  config.server = {
-    ...(listen ?? DEFAULT_LISTEN),
-    ...(c.server?.tokenFile !== undefined ? { tokenFile: resolve(base, c.server.tokenFile) } : {}),
-  };
-
   if (config.backoff.maxSeconds < config.backoff.initialSeconds)
     problems.push({
       file: where,

@@ -1,6 +1,6 @@
 /** A memory-backed world for driving the real pass wiring (runPass, WatchDaemon) in-process. */
 import { pino } from 'pino';
-import type { HostConfig } from '../../src/config/host-config.js';
+import { GC_DEFAULTS, type HostConfig } from '../../src/config/host-config.js';
 import { MemoryHypervisor, type MemoryOptions } from '../../src/hypervisor/memory/memory-hypervisor.js';
 import type { PassDeps } from '../../src/reconcile/pass.js';
 import { backoffStores, type Runtime } from '../../src/reconcile/runtime.js';
@@ -24,13 +24,7 @@ export function aHostConfig(stateDir: string, overrides: Partial<HostConfig> = {
     backoff: { initialSeconds: 30, maxSeconds: 60 },
     watch: { debounceMs: 50, resyncSeconds: 600, absentGraceSeconds: 60, events: true },
     minFreeBytes: 0,
-    gc: {
-      keepBaseVersions: 2,
-      keepFailedBuilds: 10,
-      keepBuildRecords: 20,
-      keepFailedGuestsSeconds: 86400,
-      keepInterruptedPullsSeconds: 86400,
-    },
+    gc: { ...GC_DEFAULTS },
     ci: {
       host: 'test-host',
       backoff: { initialSeconds: 15, maxSeconds: 600 },
