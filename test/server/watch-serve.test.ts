@@ -50,7 +50,8 @@ describe('corral watch --serve, and a serve beside a watch', () => {
     expect(seen.at(-1)?.data).toMatchObject({
       type: 'pass',
       by: 'watch',
-      triggers: ['api'],
+      // The watch coalesces what arrived while it waited (a guest event, a follow-up): 'api' is among them.
+      triggers: expect.arrayContaining(['api']) as unknown,
       durationMs: expect.any(Number),
     });
 
