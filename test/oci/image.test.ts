@@ -84,6 +84,36 @@ describe('push and pull', () => {
     expect(st.blocks * 512).toBeLessThanOrEqual(2.1 * 1024 * 1024); // the zero halves are holes
   });
 
+  it('writes pulled chunks around the page cache (O_DIRECT), and through it where the filesystem has no O_DIRECT', async () => {
+    const stats = await push('t/direct', 'v1');
+    const image = await fetchImage(client, 't/direct', stats.digest);
+    const resident = async (file: string) =>
+      Number((await execa('fincore', ['--bytes', '--noheadings', '--output', 'RES', file])).stdout.trim());
+    // The test's temp dir is on a disk filesystem (ext4 on the CI machine): nothing of the pulled
+    // disk is left in the page cache, compressed chunks (decompressed, then copied) and raw ones alike.
+    const onDisk = await pullImage(image!, path.join(dir, 'pull-direct'), {
+      client,
+      repository: 't/direct',
+      concurrency: 4,
+    });
+    expect(await resident(onDisk.files['disk']!)).toBe(0);
+    expect(await sameBytes(onDisk.files['disk']!, path.join(dir, 'disk'))).toBe(true);
+    expect(await sameBytes(onDisk.files['kernel']!, path.join(dir, 'kernel'))).toBe(true); // its unaligned tail too
+    // tmpfs refuses O_DIRECT: the same pull goes through the page cache and lands the same bytes.
+    const shm = await mkdtemp('/dev/shm/corral-oci-');
+    try {
+      const inMemory = await pullImage(image!, path.join(shm, 'pull'), {
+        client,
+        repository: 't/direct',
+        concurrency: 4,
+      });
+      expect(await sameBytes(inMemory.files['disk']!, path.join(dir, 'disk'))).toBe(true);
+      expect(await sameBytes(inMemory.files['kernel']!, path.join(dir, 'kernel'))).toBe(true);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
+  });
+
   it('an unchanged second push uploads no blob and gives the same digest', async () => {
     const first = await push('t/one', 'v1');
     proxy.reset();
