@@ -104,6 +104,7 @@ export async function benchOci(): Promise<BenchResult[]> {
       concurrency: 4,
     });
     const cpMs: number[] = [];
+    const cpSyncMs: number[] = [];
     const push: Timed[] = [];
     const pull: Timed[] = [];
     const sPush: Timed[] = [];
@@ -113,6 +114,11 @@ export async function benchOci(): Promise<BenchResult[]> {
       await warm(disk);
       cpMs.push((await timeMs(() => execa('cp', [disk, join(work, 'copy.raw')]))).ms);
       await rm(join(work, 'copy.raw'));
+      // For context only (the targets are against plain cp): a copy made durable, as corral's pull is.
+      await warm(disk);
+      const copy = join(work, 'copy.raw');
+      cpSyncMs.push((await timeMs(async () => (await execa('cp', [disk, copy]), await execa('sync', [copy])))).ms);
+      await rm(copy);
 
       let registry = await fresh();
       const repo = `bench/disk${i}`;
@@ -205,7 +211,7 @@ export async function benchOci(): Promise<BenchResult[]> {
           digest: lastDigest.slice(0, 19),
         },
         target: {
-          text: '≥ 0.8 × cp and ≥ 4 × skopeo/gzip (disk to registry: tar|gzip + skopeo copy)',
+          text: `≥ 4 × skopeo/gzip (disk to registry: tar|gzip + skopeo copy) ${part(pushVsSkopeo, 4)} and ≥ 0.8 × cp ${part(pushVsCp, 0.8)}`,
           met: pushVsCp >= 0.8 && pushVsSkopeo >= 4,
         },
       },
@@ -215,6 +221,7 @@ export async function benchOci(): Promise<BenchResult[]> {
           ms: Math.round(ms(pull)),
           range: range(pull.map((x) => x.ms)),
           cpMs: Math.round(cp),
+          'cp then sync ms': Math.round(median(cpSyncMs)),
           skopeoGzipMs: Math.round(ms(sPull)),
           'speed vs cp': round(pullVsCp),
           'faster than skopeo/gzip': round(pullVsSkopeo),
@@ -228,7 +235,10 @@ export async function benchOci(): Promise<BenchResult[]> {
           registryCpuMs: Math.round(cpu(pull)),
           corralCpuMs: Math.round(own(pull)),
         },
-        target: { text: '≥ 0.8 × cp and ≥ 4 × skopeo/gzip', met: pullVsCp >= 0.8 && pullVsSkopeo >= 4 },
+        target: {
+          text: `≥ 4 × skopeo/gzip ${part(pullVsSkopeo, 4)} and ≥ 0.8 × cp ${part(pullVsCp, 0.8)}`,
+          met: pullVsCp >= 0.8 && pullVsSkopeo >= 4,
+        },
       },
       {
         name: 'oci: unchanged second push (every blob already in the registry)',
@@ -251,6 +261,9 @@ export async function benchOci(): Promise<BenchResult[]> {
     await rm(work, { recursive: true, force: true });
   }
 }
+
+/** One half of a two-part target, with its ratio: `(met: 5.9×)` or `(missed: 0.26×)`. */
+const part = (ratio: number, wanted: number) => `(${ratio >= wanted ? 'met' : 'missed'}: ${round(ratio)}×)`;
 
 /** One 32 MiB chunk of each kind (random, half zero, text-like), compressed and decompressed both ways. */
 async function benchZstd(): Promise<BenchResult> {
