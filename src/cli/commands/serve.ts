@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { parseListen, type HostConfig } from '../../config/host-config.js';
 import { ConfigError } from '../../errors.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
+import { createHypervisor } from '../../hypervisor/create.js';
 import { refreshView } from '../../reconcile/refresh-view.js';
 import { FileDigests } from '../../sources/inputs.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
@@ -76,14 +77,7 @@ async function readHypervisor(
 ): Promise<Hypervisor> {
   if (running) return running;
   if (config.hypervisor !== 'memory') return own;
-  const { openMemoryHypervisor } = await import('../../hypervisor/memory/memory-store.js');
-  return openMemoryHypervisor({
-    stateDir: config.stateDir,
-    prefix: config.prefix,
-    clock: ctx.now,
-    env: ctx.env,
-    readOnly: true,
-  });
+  return createHypervisor(config, { log: ctx.log, clock: ctx.now, env: ctx.env, readOnly: true });
 }
 
 /** `--listen` and `--token-file` over the host config's `server` section. */
