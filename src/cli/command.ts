@@ -21,8 +21,14 @@ export interface CommandContext {
   io: Output;
   env: NodeJS.ProcessEnv;
   now: () => Date;
-  /** Resolves when SIGTERM/SIGINT asked long-running commands to stop. */
-  signals: { onStop(handler: () => void): void; onReload(handler: () => void): void };
+  /**
+   * SIGTERM/SIGINT ask long-running commands to stop. With `secondSignalExits`, a second one exits
+   * at once (128 + the signal's number) instead of waiting for the first to finish.
+   */
+  signals: {
+    onStop(handler: () => void, opts?: { secondSignalExits?: boolean }): void;
+    onReload(handler: () => void): void;
+  };
 }
 
 export interface Command {

@@ -187,9 +187,18 @@ function describeFailure(error: unknown, name: string, verbose: boolean): Failur
 
 function processSignals(): CommandContext['signals'] {
   return {
-    onStop: (handler) => {
-      process.on('SIGTERM', handler);
-      process.on('SIGINT', handler);
+    onStop: (handler, opts = {}) => {
+      let stops = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (++stops === 1 || !opts.secondSignalExits) return handler();
+        // The first stop waits for running actions, a registry transfer or a stuck pass; a second
+        // means "now". What is left half-done is what a crash leaves, and the next run heals it
+        // (docs/operating.md, "Signals").
+        process.stderr.write(`corral: ${signal} again: exiting now, without waiting for running actions\n`);
+        process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
     },
     onReload: (handler) => {
       process.on('SIGHUP', handler);

@@ -1,6 +1,8 @@
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -176,6 +178,36 @@ describe('corral CLI on the memory backend', () => {
     expect(result.stderr).toMatch(new RegExp(`locked by pid ${process.pid} \\(corral watch`));
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
   });
+
+  it(
+    'a second SIGTERM exits at once while the first waits for a pass stuck on a silent registry',
+    { timeout: 60_000 },
+    async () => {
+      // A registry that accepts connections and never answers: the pass hangs on resolving the tag.
+      const held: net.Socket[] = [];
+      const silent = net.createServer((socket) => held.push(socket));
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      const port = (silent.address() as net.AddressInfo).port;
+      const dir = join(root, 'profiles', 'follower');
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'profile.yaml'), `runners: 1\ntemplate: { oci: "127.0.0.1:${port}/ci/tiny:latest" }\n`);
+      try {
+        const run = corral(['reconcile', '--once']);
+        for (let i = 0; held.length === 0 && i < 400; i++) await sleep(50);
+        expect(held.length, 'the pass to reach the registry').toBeGreaterThan(0);
+        run.kill('SIGTERM');
+        await sleep(1500);
+        expect(run.exitCode, 'the first SIGTERM waits for the pass').toBeNull();
+        run.kill('SIGTERM');
+        const result = await Promise.race([run, sleep(10_000).then(() => undefined)]);
+        expect(result?.exitCode).toBe(143);
+        expect(result?.stderr).toMatch(/SIGTERM again: exiting now/);
+      } finally {
+        for (const socket of held) socket.destroy();
+        silent.close();
+      }
+    },
+  );
 
   it('reconcile without --once explains itself', async () => {
     const result = await corral(['reconcile']);

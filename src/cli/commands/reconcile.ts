@@ -18,7 +18,10 @@ export const reconcileCommand: Command = {
   --dry-run            only print the plan (same as "corral plan")
   --wait               wait for the state-dir lock instead of exiting with code 75
   --keep-failed        set a failed rebuild aside as <prefix>-failed-<profile>@<gen> instead of
-                       destroying it, to look inside (never promoted; "corral gc" removes it)`,
+                       destroying it, to look inside (never promoted; "corral gc" removes it)
+
+Signals: SIGTERM/SIGINT stop it after the running actions (builds in flight are left for the next
+pass to discard); a second one exits at once (143/130), as a crash would.`,
   options: {
     once: { type: 'boolean' },
     'dry-run': { type: 'boolean' },
@@ -36,12 +39,15 @@ export const reconcileCommand: Command = {
     });
     let stop = () => {};
     const stopping = new Promise<void>((resolve) => (stop = resolve));
-    ctx.signals.onStop(() => {
-      ctx.log.warn(
-        'stop requested: finishing the current actions; builds in flight are left for the next pass to discard',
-      );
-      stop();
-    });
+    ctx.signals.onStop(
+      () => {
+        ctx.log.warn(
+          'stop requested: finishing the current actions; builds in flight are left for the next pass to discard',
+        );
+        stop();
+      },
+      { secondSignalExits: true },
+    );
     try {
       const refreshed = await refreshView(ctx.config, {
         validators: ctx.validators,

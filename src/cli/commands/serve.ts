@@ -20,7 +20,8 @@ Reads are open; POST requests need "Authorization: Bearer <token>" with the toke
 Without "watch", serve takes the state-dir lock only while it runs the passes a request asked for
 (and the builds they start), so "reconcile --once" from cron keeps working; when a "watch" on this
 host holds the lock, serve sends it SIGHUP to run the pass. On a host, prefer "corral watch --serve".
-See docs/api.md. SIGTERM/SIGINT stop it (exit 0).`,
+See docs/api.md. SIGTERM/SIGINT stop it once the passes it started end (exit 0); a second one exits
+at once (143/130).`,
   options: { listen: { type: 'string' }, 'token-file': { type: 'string' } },
   async run(ctx) {
     const config = withServerOptions(ctx.config, ctx.args);
@@ -57,7 +58,7 @@ See docs/api.md. SIGTERM/SIGINT stop it (exit 0).`,
       pollMs: runtime.pollMs === 10 ? 500 : 2000,
       inWatch: false,
     });
-    await new Promise<void>((resolve) => ctx.signals.onStop(resolve));
+    await new Promise<void>((resolve) => ctx.signals.onStop(resolve, { secondSignalExits: true }));
     ctx.log.info('stopping: waiting for the passes this serve started');
     await server.close();
     return EXIT.ok;

@@ -25,7 +25,9 @@ export const watchCommand: Command = {
 
 Signals: SIGHUP reloads the host config and resyncs; SIGTERM/SIGINT stop taking new work, let
 running actions finish, abandon running builds (the next pass discards them), release the lock
-and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is locked by another run.`,
+and exit 0; a second SIGTERM/SIGINT exits at once (143/130) without waiting, as a crash would (the
+next run heals what was left half-done). Exit codes: 0 stopped by a signal, 1 error, 75 the state
+dir is locked by another run.`,
   options: {
     wait: { type: 'boolean' },
     debounce: { type: 'string' },
@@ -82,11 +84,13 @@ and exit 0. Exit codes: 0 stopped by a signal, 1 error, 75 the state dir is lock
         });
       }
       const stopped = new Promise<void>((resolve) =>
-        ctx.signals.onStop(() =>
-          daemon
-            .stop()
-            .catch((error: unknown) => ctx.log.error({ error: (error as Error).message }, 'unclean stop'))
-            .then(resolve),
+        ctx.signals.onStop(
+          () =>
+            daemon
+              .stop()
+              .catch((error: unknown) => ctx.log.error({ error: (error as Error).message }, 'unclean stop'))
+              .then(resolve),
+          { secondSignalExits: true },
         ),
       );
       ctx.signals.onReload(() => daemon.reload());
