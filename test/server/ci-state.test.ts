@@ -69,11 +69,13 @@ describe("corral serve: runners' CI state, derived as `corral status` derives it
       });
       expect(await busyGauge(served)).toEqual({ pool: '0' });
 
+      const claimedAt = new Date(Date.now() - 60_000).toISOString();
       const claim: Claim = {
         runner: held!.name,
         profile: 'pool',
         job: '4711',
-        claimedAt: '2026-11-27T14:40:02.118Z',
+        // Recent, as a live claim is (one older than ci.maxJobDuration, 6 h, is stale and holds nothing).
+        claimedAt,
         guestCreatedAt: held!.createdAt,
       };
       await mkdir(join(served.stateDir, 'claims'), { recursive: true });
@@ -94,7 +96,7 @@ describe("corral serve: runners' CI state, derived as `corral status` derives it
         failing: null,
         busy: 1,
         runners: [
-          { name: held!.name, state: 'busy (claimed by job 4711 at 2026-11-27T14:40:02.118Z)' },
+          { name: held!.name, state: `busy (claimed by job 4711 at ${claimedAt})` },
           { name: free!.name, state: 'idle' },
         ],
         orphans: [],
@@ -102,7 +104,7 @@ describe("corral serve: runners' CI state, derived as `corral status` derives it
       const after = await allRunners(served);
       expect(after.find((r) => r.name === held!.name)?.ci).toEqual({
         system: 'gitlab',
-        state: 'busy (claimed by job 4711 at 2026-11-27T14:40:02.118Z)',
+        state: `busy (claimed by job 4711 at ${claimedAt})`,
         busy: true,
       });
       expect(after.find((r) => r.name === free!.name)?.ci).toEqual({ system: 'gitlab', state: 'idle', busy: false });
