@@ -157,6 +157,27 @@ describe('debian-12 example under TCG', { timeout: 1_200_000 }, () => {
     expect(build.stdout, `${build.exitCode} ${build.stderr}`).toMatch(/on ci-runner-debian-12-\d+ as root\nos-ok/);
     expect(build.exitCode, build.stderr).toBe(11);
     expect(await readFile(exitFile, 'utf8')).toBe('3');
+
+    // gitlab-runner cancels the job: SIGTERM to the stage's process group. Debian's agent runs the
+    // script under setsid like the tiny guest's; the script and what it started are stopped.
+    await writeFile(join(job, 'long_script'), '#!/bin/bash\necho started\nsleep 600 &\nwait\necho never\n');
+    const long = execa(
+      'node',
+      [BIN, 'gitlab', 'run', '--config', join(root, 'corral.yaml'), join(job, 'long_script'), 'build_script'],
+      { reject: false, detached: true, env: { CORRAL_LOG_LEVEL: 'warn', ...env } },
+    );
+    let longOut = '';
+    long.stdout?.on('data', (d: Buffer) => {
+      longOut += d.toString();
+      if (longOut.includes('started')) process.kill(-long.pid!, 'SIGTERM');
+    });
+    const cancelled = await long;
+    expect(cancelled.exitCode, cancelled.stderr).toBe(11);
+    expect(cancelled.stdout).not.toContain('never');
+    expect(await readFile(exitFile, 'utf8')).toBe('143');
+    await writeFile(join(job, 'ps_script'), '#!/bin/bash\nps -eo args | grep -c "^[s]leep 600" || true\n');
+    const ps = await gitlab('run', [join(job, 'ps_script'), 'build_script']);
+    expect(ps.stdout.trim(), ps.stderr).toBe('0');
     expect((await gitlab('cleanup')).exitCode).toBe(0);
   });
 });
