@@ -107,9 +107,11 @@ export async function readProfile(
     return confined.ok ? confined.path : undefined;
   };
 
+  // What every profile carries, whatever it runs: where it came from and how many runners it wants.
+  const identity = { name, source, dir, file, override: raw.override === true, runners: raw.runners };
   const publish = raw.publish ? ociRef('/publish/oci', raw.publish.oci, error, true) : undefined;
   if (raw.template) {
-    const follower = readFollower(raw, name, source, dir, file, error);
+    const follower = readFollower(raw, identity, error);
     if (problems.length > 0 || !follower) return invalid(problems);
     return { kind: 'profile', profile: follower };
   }
@@ -183,12 +185,7 @@ export async function readProfile(
   return {
     kind: 'profile',
     profile: {
-      name,
-      source,
-      dir,
-      file,
-      override: raw.override === true,
-      runners: raw.runners,
+      ...identity,
       base,
       guest,
       provision: { dir: provisionDir, ...(entry !== undefined ? { entry } : {}), timeoutSeconds: timeoutSeconds ?? 0 },
@@ -218,10 +215,7 @@ export async function readProfile(
 /** A profile that runs a pushed template: no base, no provisioning, nothing to build. */
 function readFollower(
   raw: RawProfile,
-  name: string,
-  source: string,
-  dir: string,
-  file: string,
+  identity: Pick<ReadProfile, 'name' | 'source' | 'dir' | 'file' | 'override' | 'runners'>,
   error: (where: string, message: string) => void,
 ): ReadProfile | undefined {
   for (const key of ['base', 'provision', 'guest', 'rebuild', 'publish'] as const)
@@ -230,15 +224,10 @@ function readFollower(
   const ref = ociRef('/template/oci', raw.template!.oci, error, false);
   if (!ref) return undefined;
   return {
-    name,
-    source,
-    dir,
-    file,
-    override: raw.override === true,
-    runners: raw.runners,
+    ...identity,
     base: { kind: 'template', ref },
     guest: { cpus: 1, memoryMiB: 0 },
-    provision: { dir, entry: '', timeoutSeconds: 1800 },
+    provision: { dir: identity.dir, entry: '', timeoutSeconds: 1800 },
     rebuild: {},
     labels: raw.labels ?? {},
     template: { oci: ref },

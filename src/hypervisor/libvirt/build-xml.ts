@@ -3,7 +3,6 @@
  * XML template with corral's parts (name, disks, channel, console, metadata) filled in.
  */
 import { readFile } from 'node:fs/promises';
-import type { GuestMeta } from '../hypervisor.js';
 import type { CompiledProfile, GuestNetwork } from '../../sources/view.js';
 import { buildDomainXml, child, children, parseDomainXml, type DomainDoc, type XmlNode } from './domain-xml.js';
 import {
@@ -12,21 +11,14 @@ import {
   seedDisk,
   setLifecycle,
   setStatusAndConsole,
-  type SocketOwner,
+  type GuestXmlInput,
   ROOT_SERIAL,
   SEED_SERIAL,
 } from './devices-xml.js';
 import { setMeta } from './metadata.js';
 
-export interface BuildXmlInput {
-  name: string;
+export interface BuildXmlInput extends GuestXmlInput {
   profile: CompiledProfile;
-  meta: GuestMeta;
-  disk: string;
-  seed: string;
-  statusSocket: string;
-  consoleSocket: string;
-  owner: SocketOwner;
   /** Kernel and initrd copies owned by this generation (direct kernel boot only). */
   kernel?: string;
   initrd?: string;

@@ -2,6 +2,7 @@
  * The devices corral adds to every guest it defines. Disks carry a `<serial>` tag so a runner
  * clone can find the root and seed disks in the template's XML without guessing from paths.
  */
+import type { GuestMeta } from '../hypervisor.js';
 import { attr, child, children, isNode, text, type DomainDoc, type XmlNode } from './domain-xml.js';
 
 export const STATUS_CHANNEL = 'org.corral.status';
@@ -35,6 +36,18 @@ export function seedDisk(file: string): XmlNode {
 export interface SocketOwner {
   uid: number;
   gid: number;
+}
+
+/** What every corral domain is given, rebuild guest or runner: its name, metadata, disks and sockets. */
+export interface GuestXmlInput {
+  name: string;
+  meta: GuestMeta;
+  disk: string;
+  /** The cidata seed: the build's, or the runner's own (seed.ts). */
+  seed: string;
+  statusSocket: string;
+  consoleSocket: string;
+  owner: SocketOwner;
 }
 
 export function currentOwner(): SocketOwner {

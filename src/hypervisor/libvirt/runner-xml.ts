@@ -3,7 +3,6 @@
  * disk, seed (its identity and CI registration), status and console sockets, a QEMU guest agent
  * channel; libvirt assigns a fresh uuid and MACs.
  */
-import type { GuestMeta } from '../hypervisor.js';
 import { attr, buildDomainXml, child, children, isNode, parseDomainXml, type XmlNode } from './domain-xml.js';
 import {
   diskSerial,
@@ -11,21 +10,13 @@ import {
   SEED_SERIAL,
   seedDisk,
   setStatusAndConsole,
-  type SocketOwner,
+  type GuestXmlInput,
 } from './devices-xml.js';
 import { AGENT_CHANNEL } from './guest-agent.js';
 import { setMeta } from './metadata.js';
 
-export interface RunnerXmlInput {
-  name: string;
-  meta: GuestMeta;
-  disk: string;
-  /** The runner's own cidata seed (seed.ts, runnerSeed). */
-  seed: string;
-  statusSocket: string;
-  consoleSocket: string;
-  owner: SocketOwner;
-}
+/** A runner needs nothing beyond what every corral domain is given (its seed is its own, seed.ts). */
+export type RunnerXmlInput = GuestXmlInput;
 
 export function runnerDomainXml(templateXml: string, input: RunnerXmlInput): string {
   const doc = parseDomainXml(templateXml);
