@@ -56,7 +56,7 @@ export class LiveFeed {
   private lastPassAt: string | undefined;
   private guests: Map<string, ObservedGuest> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private ticking = false;
+  private ticking: Promise<void> | undefined;
   private stopped = false;
 
   constructor(private readonly deps: FeedDeps) {}
@@ -92,18 +92,29 @@ export class LiveFeed {
     clearTimeout(this.timer);
   }
 
-  /** Looks now (tests and in-process passes call it so that events do not wait for the next poll). */
+  /**
+   * Looks now, after any look in progress, so what it sees is at least as new as the call. Passes
+   * of this process call it before they act: a runner that shut off is then published when it
+   * was seen, before its replacement, not in the same look (which would measure a replacement
+   * latency of 0; see metrics.ts).
+   */
   async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
+    while (this.ticking) await this.ticking;
+    this.ticking = this.look();
+    try {
+      await this.ticking;
+    } finally {
+      this.ticking = undefined;
+    }
+  }
+
+  private async look(): Promise<void> {
     try {
       await this.readEvents();
       if (this.deps.foreignPasses) await this.readWatchStatus();
       await this.observe();
     } catch (error) {
       this.deps.log.debug({ error: (error as Error).message }, 'live feed poll failed');
-    } finally {
-      this.ticking = false;
     }
   }
 

@@ -22,8 +22,8 @@ export interface ServerDeps {
   clock: () => Date;
   /** The hypervisor reads go to (see serve.ts: the writer's own, or a fresh read-only copy). */
   hypervisor(): Promise<Hypervisor>;
-  /** Made once the feed exists, since a trigger publishes pass events into it. */
-  trigger(publish: LiveFeed['publish']): PassTrigger;
+  /** Made once the feed exists, since a trigger publishes pass events into it and has it look before a pass. */
+  trigger(feed: FeedPort): PassTrigger;
   /** Poll interval of the live feed. */
   pollMs: number;
   /** True when a `watch` runs in this process (its passes are reported directly, not read from watch-status.json). */
@@ -32,6 +32,12 @@ export interface ServerDeps {
   preview?: ReadDeps['preview'];
   /** Where the dashboard's files are (default: web/ in the package). */
   webDir?: string;
+}
+
+/** What a trigger may do with the live feed: publish its passes, and have it look at the guests now. */
+export interface FeedPort {
+  publish: LiveFeed['publish'];
+  look(): Promise<void>;
 }
 
 export interface RunningServer {
@@ -66,7 +72,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     intervalMs: deps.pollMs,
     foreignPasses: !deps.inWatch,
   });
-  const trigger = deps.trigger((event) => feed.publish(event));
+  const trigger = deps.trigger({ publish: (event) => feed.publish(event), look: () => feed.tick() });
   let cached: { at: number; value: Promise<Snapshot> } | undefined;
   const snapshot = (): Promise<Snapshot> => {
     const now = Date.now();

@@ -44,6 +44,8 @@ export interface LockingTriggerDeps {
   /** A fresh runtime per run of passes, so a memory backend starts from what is on disk now. */
   openRuntime(): Promise<Runtime>;
   publish(event: FeedEvent): void;
+  /** Has the live feed look at the guests now (before a pass acts, so what it acts on is published first). */
+  look?(): Promise<void>;
   /** Sends SIGHUP to a `watch` holding the lock (it reloads and runs a pass); injectable for tests. */
   signal?: (pid: number) => void;
 }
@@ -78,6 +80,7 @@ export function lockingTrigger(deps: LockingTriggerDeps): PassTrigger {
           log.warn('no view has compiled yet: nothing to reconcile until the sources compile');
           return;
         }
+        await deps.look?.();
         const started = runtime.clock();
         deps.publish({ type: 'pass', phase: 'start', at: started.toISOString(), by: 'serve', triggers: [why] });
         const pass = await runPass(refreshed.view, {

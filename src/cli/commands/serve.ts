@@ -37,7 +37,7 @@ at once (143/130).`,
       events: runtime.events,
       clock: ctx.now,
       hypervisor: () => readHypervisor(ctx, config, runtime.hypervisor, trigger?.current()),
-      trigger: (publish) =>
+      trigger: ({ publish, look }) =>
         (trigger = lockingTrigger({
           config,
           validators: ctx.validators,
@@ -45,6 +45,7 @@ at once (143/130).`,
           // Passes run under the state-dir lock, so they read guests' channels (released after).
           openRuntime: () => openRuntime({ ...ctx, config }, { holdsLock: true }),
           publish,
+          look,
         })),
       preview: async () => {
         const refreshed = await refreshView(config, {

@@ -75,8 +75,12 @@ dir is locked by another run.`,
           events: runtime.events,
           clock: ctx.now,
           hypervisor: async () => runtime.hypervisor,
-          trigger: (publish) => {
-            onPass = (pass) => publish({ type: 'pass', by: 'watch', ...pass });
+          trigger: ({ publish, look }) => {
+            onPass = (pass) => {
+              // Best effort: the daemon does not wait, but the look starts before the pass acts.
+              if (pass.phase === 'start') void look();
+              publish({ type: 'pass', by: 'watch', ...pass });
+            };
             return daemonTrigger(() => daemon.requestPass());
           },
           pollMs: config.hypervisor === 'memory' ? 500 : 2000,
