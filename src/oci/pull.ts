@@ -103,10 +103,10 @@ export async function pullImage(
       const file = path.join(stagingDir, f.name);
       files[f.name] = file;
       const fh = await open(file, 'a+').then(async (h) => (await h.close(), open(file, 'r+')));
-      handles.set(f.name, { fh });
-      if ((await fh.stat()).size !== f.size) await fh.truncate(f.size);
       // EINVAL where the filesystem has no O_DIRECT: such a file is written through the page cache.
-      handles.get(f.name)!.direct = await open(file, constants.O_WRONLY | constants.O_DIRECT).catch(() => undefined);
+      const direct = await open(file, constants.O_WRONLY | constants.O_DIRECT).catch(() => undefined);
+      handles.set(f.name, { fh, direct, directRefused: false });
+      if ((await fh.stat()).size !== f.size) await fh.truncate(f.size);
     }
     const queue = new PQueue({ concurrency: opts.concurrency });
     const pool = new BufferPool(image.config.chunkSize);
@@ -192,7 +192,9 @@ async function regionDigest(fh: FileHandle, offset: number, size: number, pool: 
 /** A pulled file: its read-write handle, and a write-only O_DIRECT one where the filesystem has O_DIRECT. */
 interface Target {
   fh: FileHandle;
-  direct?: FileHandle;
+  direct: FileHandle | undefined;
+  /** A direct write was refused: the rest of this file goes through the page cache. */
+  directRefused: boolean;
 }
 
 const ZERO_BLOCK = Buffer.alloc(SPARSE_BLOCK);
@@ -218,16 +220,17 @@ async function writeSparse(target: Target, data: Buffer, offset: number, pageAli
 
 async function writeRun(target: Target, run: Buffer, position: number, pageAligned: boolean): Promise<void> {
   // Runs start at multiples of SPARSE_BLOCK within a chunk; a file's last run may end mid-page.
-  const head = target.direct && pageAligned && position % PAGE === 0 ? run.length - (run.length % PAGE) : 0;
-  if (head > 0) {
+  const direct = target.directRefused ? undefined : target.direct;
+  const head = direct && pageAligned && position % PAGE === 0 ? run.length - (run.length % PAGE) : 0;
+  if (direct && head > 0) {
     try {
-      await writeAll(target.direct!, run.subarray(0, head), position);
+      await writeAll(direct, run.subarray(0, head), position);
     } catch (err) {
       // A filesystem that opens with O_DIRECT but refuses this write (alignment it wants larger
-      // than a page): write this file through the page cache from now on.
+      // than a page): this file goes through the page cache from now on. The handle stays open
+      // (closed with the others) because other workers may be writing through it right now.
       if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      await target.direct?.close();
-      target.direct = undefined;
+      target.directRefused = true;
       return writeAll(target.fh, run, position);
     }
   }
