@@ -114,8 +114,14 @@ export class BuildRecords {
   /** Every record, oldest first (template names sort by generation, a UTC timestamp). */
   async list(profile?: string): Promise<Manifest[]> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
-    const all = await Promise.all(names.sort(byGen).map((n) => this.read(n)));
-    return all.filter((m): m is Manifest => m !== undefined && (profile === undefined || m.profile.name === profile));
+    const all = await Promise.all(names.map((n) => this.read(n)));
+    return (
+      all
+        .filter((m): m is Manifest => m !== undefined && (profile === undefined || m.profile.name === profile))
+        // Oldest first. A generation's timestamp has whole seconds, so two builds in one second
+        // would sort by their inputs hash: the start time, in milliseconds, decides first.
+        .sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt) || byGen(a.template, b.template))
+    );
   }
 
   /**

@@ -46,6 +46,24 @@ describe('BuildRecords', () => {
     expect(manifestDigest({ ...m, inputs: [] })).not.toBe(running);
   });
 
+  it('lists two builds of the same second in the order they started, not by their inputs hash', async () => {
+    const records = new BuildRecords(await mkdtemp(path.join(stateDir, 'same-second-')));
+    // One second, two builds: the later one's hash sorts first.
+    const gen = (hash: string) => `20261127T215700Z-${hash}`;
+    const named = (m: Manifest, hash: string, startedAt: string): Manifest => ({
+      ...m,
+      gen: gen(hash),
+      template: `ci-template-web@${gen(hash)}`,
+      rebuild: `ci-rebuild-web@${gen(hash)}`,
+      startedAt,
+    });
+    const first = named(manifest(27, 'ok'), 'ffffffff', '2026-11-27T21:57:00.100Z');
+    const second = named(manifest(27, 'failed'), '00000000', '2026-11-27T21:57:00.900Z');
+    await records.write(second);
+    await records.write(first);
+    expect((await records.list('web')).map((m) => m.result.verdict)).toEqual(['ok', 'failed']);
+  });
+
   it('lists by generation and prunes failed and retired records beyond their counts, never a live one', async () => {
     const records = new BuildRecords(stateDir);
     const all = [
