@@ -33,7 +33,8 @@ export class MountWatch {
 
   private async check(): Promise<void> {
     const now = await this.read();
-    if (now === undefined || now === this.last) return;
+    // An empty read is no mount table (a system always has /): not a change.
+    if (!now || now === this.last) return;
     this.last = now;
     if (this.timer) this.deps.onChange();
   }
