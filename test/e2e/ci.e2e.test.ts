@@ -192,7 +192,7 @@ describe('CI on real guests', () => {
     expect(prep.exitCode, prep.stderr).toBe(0);
     expect(prep.stdout).toMatch(/Running on ci-runner-pool-\d/); // the hostname: dots as dashes
     const build = await gitlab('run', env, [join(dir, 'build_script'), 'build_script']);
-    expect(build.stdout).toContain('line one\nto stderr\n');
+    expect(build.stdout, `exit ${build.exitCode}: ${build.stderr}`).toContain('line one\nto stderr\n');
     expect(build.stdout).toContain('done');
     expect(build.exitCode).toBe(BUILD_FAILURE);
     expect(await readFile(exitFile, 'utf8')).toBe('3');
